@@ -1,0 +1,184 @@
+# weir — build, test, bench, install and sanitizer targets.
+#
+#   make            library (static + shared) and the weir binary, in build/
+#   make demo       install missing Debian packages, build, run the demo
+#   make test       install missing Debian packages, build, run every test
+#   make asan|tsan  the tests / stress programs under a sanitizer
+#   make bench      benchmarks (ratios against baselines in the same run)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+PCDIR   ?= $(LIBDIR)/pkgconfig
+
+SOMAJOR := 0
+VERSION := $(shell sed -n 's/^\#define WEIR_VERSION_STRING "\(.*\)"/\1/p' pipeline/weir.h)
+
+CC      ?= cc
+B       ?= build
+OPT     ?= -O2
+SAN     ?=
+WERROR  ?= $(if $(CI),-Werror,)
+
+WARN := -Wall -Wextra -Wshadow -Wcast-qual -Wstrict-prototypes \
+        -Wmissing-prototypes -Wformat=2 -Wvla -Wundef -Wpointer-arith \
+        -Wcast-align -Wwrite-strings -Wredundant-decls -Wno-unused-parameter
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(WERROR) -fopenmp \
+              -MMD -MP -Ipipeline $(SAN) $(CFLAGS)
+LIBCFLAGS  := $(CFLAGS_ALL) -fPIC -fvisibility=hidden -DWEIR_BUILDING
+LDLIBS_ALL := -lzstd -lpthread $(LDLIBS)
+LDFLAGS_ALL := -fopenmp $(SAN) $(LDFLAGS)
+
+LIB_SRC  := $(wildcard pipeline/*.c) $(wildcard stages/*.c)
+CLI_SRC  := $(wildcard cli/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+STRESS_SRC := $(wildcard tests/stress/*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(B)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(B)/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+STRESS_BIN := $(STRESS_SRC:tests/stress/%.c=$(B)/stress/%)
+
+STATIC := $(B)/libweir.a
+SHARED := $(B)/libweir.so.$(VERSION)
+SONAME := libweir.so.$(SOMAJOR)
+WEIR   := $(B)/weir
+
+.PHONY: all lib test unit stress check-install demo bench deps asan tsan \
+        clean format lint install uninstall help
+.DEFAULT_GOAL := all
+
+all: lib $(WEIR)
+lib: $(STATIC) $(SHARED)
+
+$(B)/pipeline/%.o $(B)/stages/%.o: CFLAGS_OBJ = $(LIBCFLAGS)
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(if $(CFLAGS_OBJ),$(CFLAGS_OBJ),$(CFLAGS_ALL)) -c $< -o $@
+
+$(STATIC): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -o $@ $^ \
+	      $(LDFLAGS_ALL) $(LDLIBS_ALL)
+	ln -sf libweir.so.$(VERSION) $(B)/$(SONAME)
+	ln -sf $(SONAME) $(B)/libweir.so
+
+$(WEIR): $(CLI_OBJ) $(STATIC)
+	$(CC) -o $@ $(CLI_OBJ) $(STATIC) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+$(B)/tests/%: tests/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) \
+	      $(LDFLAGS_ALL) -lcriterion $(LDLIBS_ALL)
+
+$(B)/stress/%: tests/stress/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+# ---- dependencies -------------------------------------------------------
+# Installs the Debian packages weir needs when one is missing.
+DEB_PKGS := gcc make pkg-config libzstd-dev libcsv-dev libcriterion-dev zstd
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "weir: installing missing Debian packages:$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+# ---- tests ----------------------------------------------------------------
+# Criterion tests, stress programs (short), then the install test.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit stress check-install
+
+unit: $(TEST_BIN)
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t $(CRITERION_ARGS); done
+
+STRESS_ARGS ?= --seconds 2
+stress: $(STRESS_BIN)
+	@set -e; for t in $(STRESS_BIN); do echo "== $$t $(STRESS_ARGS)"; \
+	  $$t $(STRESS_ARGS); done
+
+check-install: lib
+	@sh tests/install_test.sh
+
+# Sanitizer builds live in their own folders and reuse the targets above.
+asan:
+	@$(MAKE) --no-print-directory B=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  unit stress
+# libgomp is not built with TSAN, so the TSAN build runs the workers on
+# pthreads (WEIR_LAUNCH=pthread) to keep the report about weir's own code.
+tsan:
+	@WEIR_LAUNCH=pthread TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  $(MAKE) --no-print-directory B=build-tsan OPT=-O1 SAN="-fsanitize=thread" \
+	  CRITERION_ARGS=--jobs=1 unit stress
+
+# ---- demo and bench -----------------------------------------------------------
+demo: deps
+	@$(MAKE) --no-print-directory lib $(B)/examples/demo
+	@$(B)/examples/demo
+
+$(B)/examples/%: stages/examples/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) \
+	      $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+$(B)/bench/%: bench/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) \
+	      $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+bench: deps
+	@$(MAKE) --no-print-directory lib
+	@sh bench/run.sh
+
+# ---- install ------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR) \
+	           $(DESTDIR)$(PCDIR)
+	install -m 644 pipeline/weir.h $(DESTDIR)$(INCDIR)/weir.h
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libweir.a
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libweir.so.$(VERSION)
+	ln -sf libweir.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libweir.so
+	install -m 755 $(WEIR) $(DESTDIR)$(BINDIR)/weir
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    pipeline/weir.pc.in > $(DESTDIR)$(PCDIR)/weir.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR)/weir.h $(DESTDIR)$(LIBDIR)/libweir.a \
+	      $(DESTDIR)$(LIBDIR)/libweir.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libweir.so \
+	      $(DESTDIR)$(BINDIR)/weir $(DESTDIR)$(PCDIR)/weir.pc
+
+# ---- housekeeping -------------------------------------------------------------
+SRC_ALL := $(wildcard pipeline/*.[ch] stages/*.[ch] cli/*.[ch] tests/*.c \
+                      tests/stress/*.c bench/*.c)
+format:
+	clang-format -i $(SRC_ALL)
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr --suppress=missingIncludeSystem -Ipipeline -D__GNUC__ \
+	  pipeline stages cli
+	clang-tidy --quiet $(LIB_SRC) $(CLI_SRC) -- -std=c11 -D_GNU_SOURCE -Ipipeline
+
+clean:
+	rm -rf build build-asan build-tsan
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

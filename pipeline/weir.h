@@ -1,0 +1,651 @@
+/*
+ * weir.h — the public API of libweir.
+ *
+ * weir brings Go's concurrency model to C data pipelines: channels, contexts,
+ * goroutines, wait groups and error groups, and on top of them a graph of
+ * stages that move batches of bytes or rows through bounded lock-free
+ * channels.
+ *
+ * The header is organised from simple to advanced:
+ *   1. errors and version
+ *   2. contexts        (weir_ctx)     — cancellation trees and deadlines
+ *   3. tasks           (weir_go, weir_wg, weir_group)
+ *   4. channels        (weir_chan)    — bounded, lock-free, Go semantics
+ *   5. batches         (weir_batch, weir_schema, weir_pool)
+ *   6. stages          (weir_stage_def, weir_stage)
+ *   7. graphs          (weir_graph, weir_node)
+ *
+ * Conventions, kept everywhere:
+ *   - A function that can fail returns int: 0 (or a count) is success, a
+ *     negative WEIR_E* code is an error. weir_strerror() names every code.
+ *   - If a call fails, the caller still owns what it passed in — with one
+ *     named exception, weir_stage_emit(), which always takes the batch
+ *     (a batch is passed on or released, never both, never neither).
+ *   - create/destroy for what the library allocates; destroy(NULL) is a
+ *     harmless no-op.
+ *   - Every call that blocks takes a weir_ctx and returns WEIR_ECANCELED (or
+ *     WEIR_EDEADLINE) promptly when that context is done.
+ *
+ * Thread-safety: channels, contexts, wait groups, error groups and batch
+ * pools are safe to use from any number of threads. A batch belongs to one
+ * thread at a time (the owner). Graphs are built from one thread.
+ */
+#ifndef WEIR_H
+#define WEIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(WEIR_BUILDING) && defined(__GNUC__)
+#define WEIR_API __attribute__((visibility("default")))
+#else
+#define WEIR_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* 1. Errors and version                                                    */
+/* ------------------------------------------------------------------------ */
+
+#define WEIR_VERSION_MAJOR 0
+#define WEIR_VERSION_MINOR 1
+#define WEIR_VERSION_PATCH 0
+#define WEIR_VERSION_STRING "0.1.0"
+#define WEIR_VERSION_NUMBER                                                  \
+    (WEIR_VERSION_MAJOR * 10000 + WEIR_VERSION_MINOR * 100 + WEIR_VERSION_PATCH)
+
+/* The stage ABI: bumped whenever weir_stage_def or the stage calls change
+ * incompatibly. A stage definition records the ABI it was compiled against. */
+#define WEIR_ABI_VERSION 1
+
+/* @return the library's version number (WEIR_VERSION_NUMBER it was built with). */
+WEIR_API unsigned weir_version(void);
+/* @return the library's version as "MAJOR.MINOR.PATCH"; static storage. */
+WEIR_API const char *weir_version_string(void);
+
+/* Every error code, once: X(NAME, value, message). */
+#define WEIR_ERRORS(X)                                                        \
+    X(WEIR_ENOMEM,     -1, "out of memory")                                   \
+    X(WEIR_EINVAL,     -2, "invalid argument")                                \
+    X(WEIR_ECLOSED,    -3, "channel closed")                                  \
+    X(WEIR_EAGAIN,     -4, "would block")                                     \
+    X(WEIR_ECANCELED,  -5, "canceled")                                        \
+    X(WEIR_EDEADLINE,  -6, "deadline exceeded")                               \
+    X(WEIR_EIO,        -7, "input/output error")                              \
+    X(WEIR_EDATA,      -8, "malformed data")                                  \
+    X(WEIR_ESPEC,      -9, "invalid pipeline spec")                           \
+    X(WEIR_ENOTFOUND, -10, "not found")                                       \
+    X(WEIR_ETHREAD,   -11, "cannot start thread")                             \
+    X(WEIR_ESTAGE,    -12, "stage failed")                                    \
+    X(WEIR_EINTERRUPT,-13, "interrupted")                                     \
+    X(WEIR_ELIMIT,    -14, "limit exceeded")
+
+enum weir_error {
+#define WEIR__ERRENUM(name, value, msg) name = (value),
+    WEIR_ERRORS(WEIR__ERRENUM)
+#undef WEIR__ERRENUM
+};
+
+/* @return a short static message for a WEIR_E* code; "success" for 0 and
+ * "unknown error" for anything else. Never NULL. */
+WEIR_API const char *weir_strerror(int code);
+/* @return the symbolic name ("WEIR_ECLOSED") of a code, or "WEIR_E?". */
+WEIR_API const char *weir_errname(int code);
+
+/* Nanoseconds on the monotonic clock. Deadlines are expressed in it. */
+WEIR_API uint64_t weir_now_ns(void);
+
+/* ------------------------------------------------------------------------ */
+/* 2. Contexts                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A weir_ctx is Go's context.Context: a node in a tree. Cancelling a context
+ * cancels all of its descendants, with the same cause. A context can carry a
+ * deadline, after which it cancels itself with WEIR_EDEADLINE. Contexts are
+ * safe to share between threads; done/err/cause are a single atomic load.
+ *
+ * Lifetime: destroy every child before its parent (checked in debug builds).
+ */
+typedef struct weir_ctx weir_ctx;
+
+/* Create a cancellable context, a child of parent (NULL: a new root).
+ * A child of a context that is already done is born done with its cause.
+ * @return 0, or WEIR_ENOMEM (nothing is created). */
+WEIR_API int weir_ctx_create(weir_ctx **out, weir_ctx *parent);
+
+/* Like weir_ctx_create, with a deadline on the weir_now_ns() clock: when it
+ * passes, the context is cancelled with cause WEIR_EDEADLINE. The earlier of
+ * this deadline and the parent's applies.
+ * @return 0, WEIR_ENOMEM or WEIR_ETHREAD (the timer thread could not start). */
+WEIR_API int weir_ctx_create_deadline(weir_ctx **out, weir_ctx *parent,
+                                      uint64_t deadline_ns);
+
+/* Same, with a deadline timeout_ns from now. */
+WEIR_API int weir_ctx_create_timeout(weir_ctx **out, weir_ctx *parent,
+                                     uint64_t timeout_ns);
+
+/* Cancel ctx and every descendant with cause (a negative WEIR_E* code or
+ * any negative application code; 0 and positive values mean
+ * WEIR_ECANCELED). The first cancel wins: later calls change nothing.
+ * Wakes every thread blocked in a weir call on ctx or a descendant.
+ * Never blocks for long (takes short internal locks); not async-signal-safe
+ * (see weir_ctx_cancel_from_signal). */
+WEIR_API void weir_ctx_cancel(weir_ctx *ctx, int cause);
+
+/* Async-signal-safe cancel: records the cause and wakes a helper thread
+ * that performs weir_ctx_cancel(ctx, cause). The helper is started by
+ * weir_ctx_signal_prepare(), which must be called before the handler can run.
+ * @return 0 or WEIR_ETHREAD. */
+WEIR_API int weir_ctx_signal_prepare(void);
+WEIR_API void weir_ctx_cancel_from_signal(weir_ctx *ctx, int cause);
+
+/* @return true once ctx is cancelled or its deadline has passed. */
+WEIR_API bool weir_ctx_done(const weir_ctx *ctx);
+
+/* @return 0 while ctx is live; WEIR_EDEADLINE if it ended by its deadline;
+ * WEIR_ECANCELED if it was cancelled (whatever the cause). Like Go's Err(). */
+WEIR_API int weir_ctx_err(const weir_ctx *ctx);
+
+/* @return 0 while live, else the cause given to the cancel that ended it
+ * (inherited from the ancestor that was cancelled). Like context.Cause. */
+WEIR_API int weir_ctx_cause(const weir_ctx *ctx);
+
+/* @return the deadline in force (own or inherited), or UINT64_MAX if none. */
+WEIR_API uint64_t weir_ctx_deadline(const weir_ctx *ctx);
+
+/* Block until ctx is done, or timeout_ns has passed (UINT64_MAX: no limit).
+ * Uses no CPU while waiting.
+ * @return weir_ctx_err(ctx) once done, or WEIR_EAGAIN on timeout. */
+WEIR_API int weir_ctx_wait(weir_ctx *ctx, uint64_t timeout_ns);
+
+/* Cancel ctx (cause WEIR_ECANCELED), detach it from its parent and free it.
+ * ctx must have no children left. NULL is a no-op. */
+WEIR_API void weir_ctx_destroy(weir_ctx *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* 3. Tasks: go, wait groups, error groups                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Go's `go fn(arg)`: run fn(arg) on a new detached thread.
+ * Pair it with a weir_wg to know when it has finished.
+ * @return 0, or WEIR_ETHREAD (fn does not run; arg is still the caller's). */
+WEIR_API int weir_go(void (*fn)(void *arg), void *arg);
+
+/* Go's sync.WaitGroup. add() before starting the work, done() when it
+ * finishes, wait() blocks (without spinning) until the count is zero. */
+typedef struct weir_wg weir_wg;
+/* @return 0 or WEIR_ENOMEM. */
+WEIR_API int weir_wg_create(weir_wg **out);
+/* Add delta (may be negative) to the counter; a counter below zero aborts
+ * (a programming error, as in Go). Never blocks. */
+WEIR_API void weir_wg_add(weir_wg *wg, int delta);
+/* Same as weir_wg_add(wg, -1). Wakes waiters when the count reaches zero. */
+WEIR_API void weir_wg_done(weir_wg *wg);
+/* Block until the counter is zero, or ctx (may be NULL) is done.
+ * @return 0, or the context's weir_ctx_err(). */
+WEIR_API int weir_wg_wait(weir_wg *wg, weir_ctx *ctx);
+/* Free wg; nobody may be waiting on it. NULL is a no-op. */
+WEIR_API void weir_wg_destroy(weir_wg *wg);
+
+/*
+ * Go's errgroup.Group. The group owns a context derived from parent; the
+ * first task that returns non-zero cancels it with that code as the cause,
+ * and weir_group_wait() returns that first code.
+ */
+typedef struct weir_group weir_group;
+/* @return 0 or WEIR_ENOMEM. */
+WEIR_API int weir_group_create(weir_group **out, weir_ctx *parent);
+/* The group's context: pass it to the tasks. Valid until destroy. */
+WEIR_API weir_ctx *weir_group_ctx(weir_group *g);
+/* Start fn(ctx, arg) on a new thread; its return value is its result.
+ * @return 0, or WEIR_ETHREAD (the task did not start; the group's context is
+ * cancelled with WEIR_ETHREAD so running tasks stop, and wait reports it). */
+WEIR_API int weir_group_go(weir_group *g, int (*fn)(weir_ctx *ctx, void *arg),
+                           void *arg);
+/* Record a failure as if a task had returned code, with a message
+ * (printf-style; may be NULL). Only the first failure is kept. Thread-safe.
+ * @return code. */
+WEIR_API int weir_group_fail(weir_group *g, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Block until every task has returned (joins the threads).
+ * @return 0 if all returned 0, else the first non-zero result. */
+WEIR_API int weir_group_wait(weir_group *g);
+/* The message recorded with the first failure, or "" — valid until destroy. */
+WEIR_API const char *weir_group_errmsg(const weir_group *g);
+/* Wait for any tasks still running, then free. NULL is a no-op. */
+WEIR_API void weir_group_destroy(weir_group *g);
+
+/* ------------------------------------------------------------------------ */
+/* 4. Channels                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A weir_chan is Go's buffered `chan void*`: a bounded ring of pointers
+ * (NULL may not be sent). Capacity is rounded up to a power of two.
+ *
+ *   WEIR_CHAN_SPSC: exactly one sending thread and one receiving thread at a
+ *                   time (the graph's 1:1 edges). Wait-free fast path.
+ *   WEIR_CHAN_MPMC: any number of senders and receivers (per-slot sequence
+ *                   numbers; a batch claims a run of slots with one CAS).
+ *
+ * Close follows Go: after weir_chan_close(), senders get WEIR_ECLOSED and
+ * receivers drain what is buffered and then get WEIR_ECLOSED. Close may be
+ * called by either side, more than once.
+ *
+ * Blocking calls spin briefly when more than one CPU is online and then park
+ * on a futex; a parked thread uses no CPU. They return WEIR_ECANCELED /
+ * WEIR_EDEADLINE (weir_ctx_err) when ctx is done; ctx may be NULL (never
+ * cancelled). On any error nothing was transferred.
+ */
+typedef struct weir_chan weir_chan;
+
+enum weir_chan_flags {
+    WEIR_CHAN_SPSC = 0,
+    WEIR_CHAN_MPMC = 1,
+};
+
+/* @return 0, WEIR_EINVAL (capacity 0 or above 2^30), or WEIR_ENOMEM. */
+WEIR_API int weir_chan_create(weir_chan **out, size_t capacity, unsigned flags);
+/* Free the channel. Items still buffered are not freed (drain first if they
+ * own memory). Nobody may be using it. NULL is a no-op. */
+WEIR_API void weir_chan_destroy(weir_chan *c);
+
+/* Send item (not NULL), blocking while the channel is full.
+ * @return 0; WEIR_ECLOSED if closed (before or while waiting);
+ *         WEIR_ECANCELED/WEIR_EDEADLINE if ctx is done; WEIR_EINVAL for NULL. */
+WEIR_API int weir_chan_send(weir_chan *c, void *item, weir_ctx *ctx);
+/* Receive one item, blocking while the channel is empty and open.
+ * @return 0 with *item set; WEIR_ECLOSED once closed and drained;
+ *         WEIR_ECANCELED/WEIR_EDEADLINE if ctx is done. */
+WEIR_API int weir_chan_recv(weir_chan *c, void **item, weir_ctx *ctx);
+
+/* Non-blocking forms. @return 0, WEIR_EAGAIN (full / empty), or
+ * WEIR_ECLOSED. */
+WEIR_API int weir_chan_try_send(weir_chan *c, void *item);
+WEIR_API int weir_chan_try_recv(weir_chan *c, void **item);
+
+/* Batched send: blocks until at least one item can be sent, then sends as
+ * many of items[0..n) as fit, in order, publishing them together.
+ * @return the number sent (1..n), or a negative code as weir_chan_send (none
+ * sent). Items not sent remain the caller's. */
+WEIR_API long weir_chan_send_many(weir_chan *c, void *const *items, size_t n,
+                                  weir_ctx *ctx);
+/* Batched receive: blocks until at least one item is available, then takes
+ * up to max of them, in order.
+ * @return the number received (1..max), or WEIR_ECLOSED once closed and
+ * drained, or WEIR_ECANCELED/WEIR_EDEADLINE. */
+WEIR_API long weir_chan_recv_many(weir_chan *c, void **items, size_t max,
+                                  weir_ctx *ctx);
+/* Non-blocking batched forms: @return count (>= 1), WEIR_EAGAIN, or
+ * WEIR_ECLOSED. */
+WEIR_API long weir_chan_try_send_many(weir_chan *c, void *const *items, size_t n);
+WEIR_API long weir_chan_try_recv_many(weir_chan *c, void **items, size_t max);
+
+/* Close the channel and wake every blocked sender and receiver. Idempotent. */
+WEIR_API void weir_chan_close(weir_chan *c);
+/* @return true once closed (items may still be buffered). */
+WEIR_API bool weir_chan_closed(const weir_chan *c);
+/* @return an instantaneous count of buffered items (exact when quiescent). */
+WEIR_API size_t weir_chan_len(const weir_chan *c);
+/* @return the capacity (a power of two). */
+WEIR_API size_t weir_chan_cap(const weir_chan *c);
+
+/* ------------------------------------------------------------------------ */
+/* 5. Batches                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* What a stream carries. */
+typedef enum weir_kind {
+    WEIR_KIND_NONE = 0,  /* no input (a source) or no output (a sink) */
+    WEIR_KIND_BYTES = 1, /* chunks of raw bytes */
+    WEIR_KIND_ROWS = 2,  /* row batches */
+    WEIR_KIND_ANY = 3,   /* in a stage def: whatever the upstream carries */
+} weir_kind;
+
+/* @return "none", "bytes", "rows" or "any". */
+WEIR_API const char *weir_kind_name(weir_kind k);
+
+/*
+ * A schema: the column names of a rows stream. Immutable once created,
+ * reference counted, shared by every batch of a stream.
+ */
+typedef struct weir_schema weir_schema;
+/* Copy n names into a new schema with one reference.
+ * @return 0, WEIR_EINVAL (a NULL name) or WEIR_ENOMEM. */
+WEIR_API int weir_schema_create(weir_schema **out, const char *const *names,
+                                size_t n);
+WEIR_API weir_schema *weir_schema_retain(weir_schema *s);
+/* Drop a reference; the last one frees. NULL is a no-op. */
+WEIR_API void weir_schema_release(weir_schema *s);
+WEIR_API size_t weir_schema_ncols(const weir_schema *s);
+WEIR_API const char *weir_schema_name(const weir_schema *s, size_t col);
+/* @return the column's index, or WEIR_ENOTFOUND. */
+WEIR_API int weir_schema_find(const weir_schema *s, const char *name);
+/* @return true if both have the same names in the same order. */
+WEIR_API bool weir_schema_equal(const weir_schema *a, const weir_schema *b);
+
+/* A field: a slice of the batch's arena. */
+typedef struct weir_field {
+    uint32_t off;
+    uint32_t len;
+} weir_field;
+
+typedef struct weir_pool weir_pool;
+
+/*
+ * A batch. Bytes batches use data/len; row batches use data/len as the arena
+ * that fields point into, with nrows rows of ncols fields each, row-major.
+ * The fields are public so that stages read them at full speed; change them
+ * only through the functions below (or by writing within cap).
+ */
+typedef struct weir_batch {
+    weir_kind kind;
+    uint32_t flags;       /* WEIR_BATCH_* below; runtime-managed */
+    uint64_t seq;         /* sequence number, assigned by the runtime */
+    unsigned char *data;  /* bytes, or the rows' arena */
+    size_t len;           /* bytes used in data */
+    size_t cap;           /* bytes allocated in data */
+    weir_schema *schema;  /* rows: one reference held by the batch */
+    uint32_t nrows;
+    uint32_t ncols;
+    weir_field *fields;   /* rows: nrows * ncols slices */
+    size_t fields_cap;    /* rows: slices allocated */
+    /* private */
+    weir_pool *pool;
+    int refs;
+    uint32_t row_open;    /* fields added to the row being built */
+} weir_batch;
+
+#define WEIR_BATCH_END_OF_GROUP 0x1u /* runtime: last output for one input */
+
+/* Create a standalone batch (not from a pool) of a kind, with room for
+ * data_cap bytes (and, for rows, a first guess of field slices).
+ * @return 0 or WEIR_ENOMEM / WEIR_EINVAL. */
+WEIR_API int weir_batch_create(weir_batch **out, weir_kind kind, size_t data_cap);
+/* Give up one reference: the last one returns the batch to its pool (or
+ * frees it). NULL is a no-op. Never blocks. */
+WEIR_API void weir_batch_release(weir_batch *b);
+/* Add a reference: the batch is then shared and must be treated read-only
+ * by every holder (a broadcast does this). @return b. */
+WEIR_API weir_batch *weir_batch_retain(weir_batch *b);
+/* @return true if more than one holder shares b (then it is read-only). */
+WEIR_API bool weir_batch_shared(const weir_batch *b);
+/* Empty a batch for reuse (keeps its memory; drops its schema). */
+WEIR_API void weir_batch_reset(weir_batch *b);
+/* Ensure room for `more` further bytes in data.
+ * @return 0 or WEIR_ENOMEM (the batch is unchanged). */
+WEIR_API int weir_batch_reserve(weir_batch *b, size_t more);
+/* Append bytes to data. @return 0 or WEIR_ENOMEM. */
+WEIR_API int weir_batch_append(weir_batch *b, const void *p, size_t n);
+/* Rows: set the schema (takes a new reference; releases the old one).
+ * Sets ncols. The batch must hold no rows. @return 0 or WEIR_EINVAL. */
+WEIR_API int weir_batch_set_schema(weir_batch *b, weir_schema *s);
+/* Rows: append one field (copied into the arena) to the row being built.
+ * @return 0, WEIR_ENOMEM, or WEIR_EINVAL (more fields than ncols). */
+WEIR_API int weir_batch_add_field(weir_batch *b, const void *p, size_t n);
+/* Rows: finish the row being built; it must have exactly ncols fields.
+ * @return 0 or WEIR_EINVAL. */
+WEIR_API int weir_batch_end_row(weir_batch *b);
+/* Rows: append a whole row from another batch's fields (ncols must match).
+ * @return 0 or WEIR_ENOMEM / WEIR_EINVAL. */
+WEIR_API int weir_batch_copy_row(weir_batch *dst, const weir_batch *src,
+                                 uint32_t row);
+/* Rows: pointer to field (row, col); its length goes to *len. No checks. */
+static inline const unsigned char *weir_batch_field(const weir_batch *b,
+                                                    uint32_t row, uint32_t col,
+                                                    size_t *len)
+{
+    const weir_field *f = &b->fields[(size_t)row * b->ncols + col];
+    *len = f->len;
+    return b->data + f->off;
+}
+
+/*
+ * A pool recycles batches of one kind across threads: get() reuses a
+ * released batch (keeping its memory) or allocates a new one; a batch
+ * released by any thread goes back to its pool. Free-list capacity bounds
+ * what the pool keeps; beyond it, released batches are freed.
+ * The pool must outlive every batch taken from it.
+ */
+/* @return 0, WEIR_EINVAL or WEIR_ENOMEM. */
+WEIR_API int weir_pool_create(weir_pool **out, weir_kind kind, size_t keep,
+                              size_t data_cap);
+/* Take an empty batch (one reference). @return 0 or WEIR_ENOMEM. Never
+ * blocks. */
+WEIR_API int weir_pool_get(weir_pool *p, weir_batch **out);
+/* Free the pool and every batch it keeps. NULL is a no-op. */
+WEIR_API void weir_pool_destroy(weir_pool *p);
+
+/* ------------------------------------------------------------------------ */
+/* 6. Stages                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Argument types of a stage's argument table. */
+typedef enum weir_arg_type {
+    WEIR_ARG_INT,    /* int64 */
+    WEIR_ARG_FLOAT,  /* double */
+    WEIR_ARG_BOOL,
+    WEIR_ARG_STRING,
+    WEIR_ARG_LIST,   /* a list of strings (column names, …) */
+} weir_arg_type;
+
+/* @return "int", "float", "bool", "string" or "list". */
+WEIR_API const char *weir_arg_type_name(weir_arg_type t);
+
+typedef struct weir_arg_def {
+    const char *name;
+    weir_arg_type type;
+    const char *def;   /* default, as text; NULL: required */
+    const char *help;
+} weir_arg_def;
+
+/* Stage flags. */
+enum weir_stage_flags {
+    WEIR_STAGE_PARALLEL = 0x1,   /* replicas may run side by side (workers=N) */
+    WEIR_STAGE_KEYED = 0x2,      /* replicas need rows partitioned by key */
+    WEIR_STAGE_MULTI_IN = 0x4,   /* takes several inputs (fan-in) */
+    WEIR_STAGE_SEQ_IN = 0x8,     /* with MULTI_IN: inputs in order (concat);
+                                    without it, interleaved as they come */
+};
+
+typedef struct weir_stage weir_stage;
+
+/* Return codes a stage callback may give besides 0 and negative errors. */
+#define WEIR_DONE 1 /* "I need no more input": stop upstream, not an error */
+
+/*
+ * A stage definition: one per stage type, static for the program's life.
+ * Every callback is optional except process.
+ *
+ * Per physical instance (replica), on its own thread:
+ *   open(s)          once, before any data;
+ *   process(s, in)   for each input batch; the stage owns `in` and must pass
+ *                    it on (weir_stage_emit) or release it. A source
+ *                    (in_kind NONE) gets in == NULL and is called again and
+ *                    again until it returns WEIR_DONE;
+ *   finish(s)        once at end of input (not after an error or a cancel):
+ *                    emit what is held;
+ *   close(s)         always, last, to free state.
+ * process/open/finish return 0 to go on, WEIR_DONE to end this stage early
+ * (upstream is told to stop; the run still succeeds), or a negative code,
+ * which fails the whole run (record a message first with
+ * weir_stage_errorf()).
+ */
+typedef struct weir_stage_def {
+    unsigned abi;             /* WEIR_ABI_VERSION */
+    const char *name;
+    const char *summary;
+    const weir_arg_def *args; /* table, terminated by a {NULL} entry */
+    weir_kind in_kind;
+    weir_kind out_kind;       /* ANY: same as the input */
+    unsigned flags;           /* weir_stage_flags */
+    int (*open)(weir_stage *s);
+    int (*process)(weir_stage *s, weir_batch *in);
+    int (*finish)(weir_stage *s);
+    void (*close)(weir_stage *s);
+} weir_stage_def;
+
+/* Arguments, resolved against the def's table (defaults applied). Asking
+ * for a name the table lacks, or with the wrong type, aborts: it is a bug in
+ * the stage, not a user error (the graph checked user arguments). */
+WEIR_API int64_t weir_stage_arg_int(const weir_stage *s, const char *name);
+WEIR_API double weir_stage_arg_float(const weir_stage *s, const char *name);
+WEIR_API bool weir_stage_arg_bool(const weir_stage *s, const char *name);
+/* @return the string (valid for the run), or NULL if unset without default. */
+WEIR_API const char *weir_stage_arg_str(const weir_stage *s, const char *name);
+/* @return the number of list items; *items points at them (valid for the run). */
+WEIR_API size_t weir_stage_arg_list(const weir_stage *s, const char *name,
+                                    const char *const **items);
+/* @return true if the user gave the argument (not just the default). */
+WEIR_API bool weir_stage_arg_given(const weir_stage *s, const char *name);
+
+/* Per-instance state for the callbacks to keep. */
+WEIR_API void *weir_stage_state(const weir_stage *s);
+WEIR_API void weir_stage_set_state(weir_stage *s, void *state);
+/* The run's context: poll weir_ctx_done() in long loops. */
+WEIR_API weir_ctx *weir_stage_ctx(const weir_stage *s);
+/* The node's label (its name in the spec, or the def's name). */
+WEIR_API const char *weir_stage_name(const weir_stage *s);
+/* This instance's replica index (0..replicas-1) and the replica count. */
+WEIR_API int weir_stage_replica(const weir_stage *s);
+WEIR_API int weir_stage_replicas(const weir_stage *s);
+
+/* A fresh empty batch of the stage's output kind from the output pool.
+ * @return 0 or WEIR_ENOMEM. Never blocks. */
+WEIR_API int weir_stage_batch(weir_stage *s, weir_batch **out);
+
+/* Send b downstream (to every consumer). Blocks while downstream is full.
+ * Takes ownership of b in every case (it is released on failure).
+ * @return 0; WEIR_DONE when no consumer wants more (stop producing and
+ * return WEIR_DONE); WEIR_ECANCELED/WEIR_EDEADLINE when the run is
+ * cancelled (return it). An empty rows batch is not sent (it is released). */
+WEIR_API int weir_stage_emit(weir_stage *s, weir_batch *b);
+
+/* Record the run's error message for this stage (printf-style), unless an
+ * earlier error was recorded. The run reports
+ * "stage 'NAME': MESSAGE". @return code, to write `return
+ * weir_stage_errorf(s, WEIR_EDATA, "...")`. Never prints. */
+WEIR_API int weir_stage_errorf(weir_stage *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------------ */
+/* 7. Graphs                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A graph is the logical DAG: nodes (stage instances with arguments) joined
+ * by edges. weir_graph_run() validates it, expands it into the physical
+ * graph (replicas, distributors, collectors, broadcasts) and runs every
+ * physical stage on its own worker thread until all end, the first fails, or
+ * the context is cancelled.
+ *
+ * Expansion rules:
+ *   - workers=N (N>1) on a WEIR_STAGE_PARALLEL stage makes N replicas. The
+ *     upstream sends batch k to replica k mod N (round-robin) — or, for a
+ *     node partitioned by key columns, splits each rows batch by key hash
+ *     so a key always reaches the same replica. Ordered collection (the
+ *     default for round-robin) reads replica k mod N for the k-th group,
+ *     so downstream sees source order; the per-replica channels are the
+ *     bounded reorder buffer. Unordered collection (ordered=false, and
+ *     always for hash partitioning) takes batches as they come.
+ *   - A node with several consumers broadcasts: each consumer sees every
+ *     batch, shared read-only by reference count.
+ *   - Fan-in stages (WEIR_STAGE_MULTI_IN) take several inputs, interleaved
+ *     (merge) or one after another (concat).
+ */
+typedef struct weir_graph weir_graph;
+typedef struct weir_node weir_node;
+
+/* @return 0 or WEIR_ENOMEM. */
+WEIR_API int weir_graph_create(weir_graph **out);
+/* Free the graph (not while it runs). NULL is a no-op. */
+WEIR_API void weir_graph_destroy(weir_graph *g);
+
+/* Add a node running def, labelled label (NULL: the def's name). The def
+ * must outlive the graph. @return 0, WEIR_EINVAL (def's ABI differs, no
+ * process callback) or WEIR_ENOMEM. *out is owned by the graph. */
+WEIR_API int weir_graph_add(weir_graph *g, const weir_stage_def *def,
+                            const char *label, weir_node **out);
+
+/* Set an argument. The name must be in the def's table (or be one of the
+ * runtime's own: "workers" int >= 1, "ordered" bool), with a matching type
+ * (an int is accepted for a float argument). @return 0, WEIR_ENOTFOUND or
+ * WEIR_EINVAL — weir_graph_errmsg() says which and why. */
+WEIR_API int weir_node_set_int(weir_node *n, const char *arg, int64_t v);
+WEIR_API int weir_node_set_float(weir_node *n, const char *arg, double v);
+WEIR_API int weir_node_set_bool(weir_node *n, const char *arg, bool v);
+WEIR_API int weir_node_set_str(weir_node *n, const char *arg, const char *v);
+WEIR_API int weir_node_set_list(weir_node *n, const char *arg,
+                                const char *const *items, size_t count);
+
+/* Partition the node's input by the hash of these columns (rows only): with
+ * N replicas, rows whose key fields are equal reach the same replica.
+ * Stages flagged WEIR_STAGE_KEYED must have it when workers > 1.
+ * @return 0, WEIR_EINVAL or WEIR_ENOMEM. */
+WEIR_API int weir_node_partition(weir_node *n, const char *const *cols,
+                                 size_t count);
+
+/* Connect from's output to to's next input. A node with several outgoing
+ * edges broadcasts. @return 0, WEIR_EINVAL (a source as `to`, a sink as
+ * `from`, a second input to a single-input stage, a self-loop, or kinds
+ * that cannot meet) or WEIR_ENOMEM. */
+WEIR_API int weir_graph_connect(weir_graph *g, weir_node *from, weir_node *to);
+
+/* Run options; zero-initialise, then set what you need. */
+typedef struct weir_run_opts {
+    size_t chan_capacity; /* batches per edge channel; 0: 16 */
+    int max_workers;      /* cap for workers; 0: number of online CPUs */
+    int launcher;         /* WEIR_LAUNCH_*; 0: AUTO */
+} weir_run_opts;
+
+enum weir_launch {
+    WEIR_LAUNCH_AUTO = 0,    /* OpenMP team when it can hold every worker */
+    WEIR_LAUNCH_OPENMP = 1,  /* one OpenMP thread per physical stage */
+    WEIR_LAUNCH_PTHREAD = 2, /* one pthread per physical stage */
+};
+
+/* Validate, expand and run the graph until every stage has ended, one has
+ * failed, or ctx (may be NULL) is done. Blocks the caller; the caller's
+ * thread serves as one of the workers. A graph may be run more than once.
+ * @return 0 on success (including early completion such as head);
+ * the first stage error (its message in weir_graph_errmsg());
+ * WEIR_ECANCELED/WEIR_EDEADLINE if ctx ended it; WEIR_ESPEC if validation
+ * failed (message says which node and why). */
+WEIR_API int weir_graph_run(weir_graph *g, weir_ctx *ctx,
+                            const weir_run_opts *opts);
+
+/* The last error message for g ("" if none), e.g.
+ * "stage 'parse': line 3: bad number". Valid until the next call on g. */
+WEIR_API const char *weir_graph_errmsg(const weir_graph *g);
+
+/* Per-node counters of the last run. */
+typedef struct weir_node_stats {
+    uint64_t batches_in, batches_out;
+    uint64_t rows_in, rows_out;
+    uint64_t bytes_in, bytes_out;
+    int replicas;
+} weir_node_stats;
+/* @return 0 and fills *st with the sum over the node's replicas. */
+WEIR_API int weir_node_get_stats(const weir_node *n, weir_node_stats *st);
+
+/* Write the physical graph the run would build, as text, into buf
+ * (like snprintf). @return the length it needed. */
+WEIR_API size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts,
+                                    char *buf, size_t size);
+
+/* The registry of built-in stages (stages/registry.c): "merge" (interleaved
+ * fan-in), "concat" (fan-in, inputs one after another), and more as they
+ * are added. @return the definition, or NULL if no stage has that name. */
+WEIR_API const weir_stage_def *weir_stage_find(const char *name);
+/* @return the number of built-in stages; *defs points at the list. */
+WEIR_API size_t weir_stage_list(const weir_stage_def *const **defs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEIR_H */
