@@ -1,0 +1,441 @@
+/*
+ * graph.c — the logical graph: nodes, arguments, edges, validation.
+ * The physical expansion and the run live in run.c.
+ */
+#include "graph.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void weir__graph_errorf(weir_graph *g, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    weir__vfmt(g->errmsg, sizeof g->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+const char *weir_graph_errmsg(const weir_graph *g) { return g->errmsg; }
+
+const char *weir_arg_type_name(weir_arg_type t)
+{
+    switch (t) {
+    case WEIR_ARG_INT: return "int";
+    case WEIR_ARG_FLOAT: return "float";
+    case WEIR_ARG_BOOL: return "bool";
+    case WEIR_ARG_STRING: return "string";
+    case WEIR_ARG_LIST: return "list";
+    }
+    return "?";
+}
+
+int weir_graph_create(weir_graph **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? 0 : WEIR_ENOMEM;
+}
+
+static void arg_clear(weir__arg *a)
+{
+    free(a->s);
+    a->s = NULL;
+    for (size_t i = 0; i < a->nlist; i++) free(a->list[i]);
+    free(a->list);
+    a->list = NULL;
+    a->nlist = 0;
+}
+
+static void node_free(weir_node *n)
+{
+    for (size_t i = 0; i < n->nargs; i++) arg_clear(&n->args[i]);
+    free(n->args);
+    for (size_t i = 0; i < n->npart; i++) free(n->part[i]);
+    free(n->part);
+    free(n->inputs);
+    free(n->outputs);
+    free(n->label);
+    free(n);
+}
+
+void weir_graph_destroy(weir_graph *g)
+{
+    if (!g) return;
+    for (size_t i = 0; i < g->nnodes; i++) node_free(g->nodes[i]);
+    free(g->nodes);
+    free(g);
+}
+
+/* Parse a default given as text into a; used once per node at add time. */
+static int arg_parse_default(weir__arg *a, const weir_arg_def *d)
+{
+    a->def = d;
+    if (!d->def) return 0;
+    switch (d->type) {
+    case WEIR_ARG_INT: a->i = strtoll(d->def, NULL, 0); break;
+    case WEIR_ARG_FLOAT: a->f = strtod(d->def, NULL); break;
+    case WEIR_ARG_BOOL: a->b = strcmp(d->def, "true") == 0 || strcmp(d->def, "1") == 0; break;
+    case WEIR_ARG_STRING:
+        a->s = strdup(d->def);
+        if (!a->s) return WEIR_ENOMEM;
+        break;
+    case WEIR_ARG_LIST:
+        /* A default list is comma-separated ("" is the empty list). */
+        for (const char *p = d->def; *p;) {
+            const char *e = strchr(p, ',');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            char **nl = realloc(a->list, (a->nlist + 1) * sizeof *nl);
+            if (!nl) return WEIR_ENOMEM;
+            a->list = nl;
+            if (!(a->list[a->nlist] = strndup(p, len))) return WEIR_ENOMEM;
+            a->nlist++;
+            p += len + (e ? 1 : 0);
+        }
+        break;
+    }
+    a->set = true;
+    return 0;
+}
+
+int weir_graph_add(weir_graph *g, const weir_stage_def *def, const char *label,
+                   weir_node **out)
+{
+    *out = NULL;
+    if (!def || def->abi != WEIR_ABI_VERSION) {
+        weir__graph_errorf(g, "stage '%s' was built for stage ABI %u, this weir has %u",
+                           def && def->name ? def->name : "?", def ? def->abi : 0,
+                           WEIR_ABI_VERSION);
+        return WEIR_EINVAL;
+    }
+    if (!def->name || !def->process) {
+        weir__graph_errorf(g, "stage definition without a name or a process callback");
+        return WEIR_EINVAL;
+    }
+    if (g->nnodes == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 16;
+        weir_node **nn = realloc(g->nodes, cap * sizeof *nn);
+        if (!nn) return WEIR_ENOMEM;
+        g->nodes = nn;
+        g->cap = cap;
+    }
+    weir_node *n = calloc(1, sizeof *n);
+    if (!n) return WEIR_ENOMEM;
+    n->g = g;
+    n->def = def;
+    n->id = (int)g->nnodes;
+    n->ordered = true;
+    n->label = strdup(label ? label : def->name);
+    size_t na = 0;
+    while (def->args && def->args[na].name) na++;
+    n->nargs = na;
+    n->args = calloc(na ? na : 1, sizeof *n->args);
+    if (!n->label || !n->args) goto oom;
+    for (size_t i = 0; i < na; i++)
+        if (arg_parse_default(&n->args[i], &def->args[i])) goto oom;
+    g->nodes[g->nnodes++] = n;
+    *out = n;
+    return 0;
+oom:
+    node_free(n);
+    return WEIR_ENOMEM;
+}
+
+static weir__arg *node_arg(weir_node *n, const char *name)
+{
+    for (size_t i = 0; i < n->nargs; i++)
+        if (strcmp(n->args[i].def->name, name) == 0) return &n->args[i];
+    return NULL;
+}
+
+/* Find a user-settable argument and check its type; on failure, say why. */
+static int arg_for_set(weir_node *n, const char *name, weir_arg_type t,
+                       weir__arg **out)
+{
+    weir__arg *a = node_arg(n, name);
+    if (!a) {
+        weir__graph_errorf(n->g, "stage '%s' has no argument '%s'", n->label, name);
+        return WEIR_ENOTFOUND;
+    }
+    bool ok = a->def->type == t || (a->def->type == WEIR_ARG_FLOAT && t == WEIR_ARG_INT);
+    if (!ok) {
+        weir__graph_errorf(n->g, "stage '%s': argument '%s' must be %s, not %s",
+                           n->label, name, weir_arg_type_name(a->def->type),
+                           weir_arg_type_name(t));
+        return WEIR_EINVAL;
+    }
+    *out = a;
+    return 0;
+}
+
+int weir_node_set_int(weir_node *n, const char *arg, int64_t v)
+{
+    if (strcmp(arg, "workers") == 0) {
+        if (v < 1 || v > 4096) {
+            weir__graph_errorf(n->g, "stage '%s': workers must be 1..4096, not %lld",
+                               n->label, (long long)v);
+            return WEIR_EINVAL;
+        }
+        if (v > 1 && !(n->def->flags & WEIR_STAGE_PARALLEL)) {
+            weir__graph_errorf(n->g, "stage '%s' cannot run in parallel (workers=%lld)",
+                               n->label, (long long)v);
+            return WEIR_EINVAL;
+        }
+        n->workers = (int)v;
+        return 0;
+    }
+    weir__arg *a;
+    WEIR__TRY(arg_for_set(n, arg, WEIR_ARG_INT, &a));
+    if (a->def->type == WEIR_ARG_FLOAT) a->f = (double)v;
+    else a->i = v;
+    a->set = a->given = true;
+    return 0;
+}
+
+int weir_node_set_float(weir_node *n, const char *arg, double v)
+{
+    weir__arg *a;
+    WEIR__TRY(arg_for_set(n, arg, WEIR_ARG_FLOAT, &a));
+    a->f = v;
+    a->set = a->given = true;
+    return 0;
+}
+
+int weir_node_set_bool(weir_node *n, const char *arg, bool v)
+{
+    if (strcmp(arg, "ordered") == 0) {
+        n->ordered = v;
+        return 0;
+    }
+    weir__arg *a;
+    WEIR__TRY(arg_for_set(n, arg, WEIR_ARG_BOOL, &a));
+    a->b = v;
+    a->set = a->given = true;
+    return 0;
+}
+
+int weir_node_set_str(weir_node *n, const char *arg, const char *v)
+{
+    weir__arg *a;
+    WEIR__TRY(arg_for_set(n, arg, WEIR_ARG_STRING, &a));
+    char *s = strdup(v);
+    if (!s) return WEIR_ENOMEM;
+    free(a->s);
+    a->s = s;
+    a->set = a->given = true;
+    return 0;
+}
+
+static int strv_dup(char ***out, const char *const *items, size_t count)
+{
+    char **v = calloc(count ? count : 1, sizeof *v);
+    if (!v) return WEIR_ENOMEM;
+    for (size_t i = 0; i < count; i++) {
+        if (!(v[i] = strdup(items[i]))) {
+            while (i--) free(v[i]);
+            free(v);
+            return WEIR_ENOMEM;
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+int weir_node_set_list(weir_node *n, const char *arg, const char *const *items,
+                       size_t count)
+{
+    weir__arg *a;
+    WEIR__TRY(arg_for_set(n, arg, WEIR_ARG_LIST, &a));
+    char **v;
+    WEIR__TRY(strv_dup(&v, items, count));
+    arg_clear(a);
+    a->list = v;
+    a->nlist = count;
+    a->set = a->given = true;
+    return 0;
+}
+
+int weir_node_partition(weir_node *n, const char *const *cols, size_t count)
+{
+    if (count == 0) {
+        weir__graph_errorf(n->g, "stage '%s': partition needs at least one column",
+                           n->label);
+        return WEIR_EINVAL;
+    }
+    char **v;
+    WEIR__TRY(strv_dup(&v, cols, count));
+    for (size_t i = 0; i < n->npart; i++) free(n->part[i]);
+    free(n->part);
+    n->part = v;
+    n->npart = count;
+    return 0;
+}
+
+static int push_node(weir_node ***v, size_t *n, weir_node *x)
+{
+    weir_node **nv = realloc(*v, (*n + 1) * sizeof *nv);
+    if (!nv) return WEIR_ENOMEM;
+    nv[(*n)++] = x;
+    *v = nv;
+    return 0;
+}
+
+int weir_graph_connect(weir_graph *g, weir_node *from, weir_node *to)
+{
+    if (from == to) {
+        weir__graph_errorf(g, "stage '%s' cannot feed itself", from->label);
+        return WEIR_EINVAL;
+    }
+    if (from->def->out_kind == WEIR_KIND_NONE) {
+        weir__graph_errorf(g, "stage '%s' is a sink: it has no output to connect",
+                           from->label);
+        return WEIR_EINVAL;
+    }
+    if (to->def->in_kind == WEIR_KIND_NONE) {
+        weir__graph_errorf(g, "stage '%s' is a source: it takes no input", to->label);
+        return WEIR_EINVAL;
+    }
+    if (to->ninputs > 0 && !(to->def->flags & WEIR_STAGE_MULTI_IN)) {
+        weir__graph_errorf(g, "stage '%s' takes one input; use merge() or concat() "
+                           "to join streams", to->label);
+        return WEIR_EINVAL;
+    }
+    /* Kinds are checked where both are known; ANY is resolved at run. */
+    weir_kind out = from->def->out_kind, in = to->def->in_kind;
+    if (out != WEIR_KIND_ANY && in != WEIR_KIND_ANY && out != in) {
+        weir__graph_errorf(g, "stage '%s' produces %s but '%s' expects %s",
+                           from->label, weir_kind_name(out), to->label,
+                           weir_kind_name(in));
+        return WEIR_EINVAL;
+    }
+    WEIR__TRY(push_node(&from->outputs, &from->noutputs, to));
+    int rc = push_node(&to->inputs, &to->ninputs, from);
+    if (rc) from->noutputs--;
+    return rc;
+}
+
+/* ---- validation --------------------------------------------------------------------- */
+
+int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***order_out)
+{
+    size_t n = g->nnodes;
+    *order_out = NULL;
+    if (n == 0) {
+        weir__graph_errorf(g, "the graph has no stages");
+        return WEIR_ESPEC;
+    }
+    weir_node **order = malloc(n * sizeof *order);
+    size_t *indeg = calloc(n, sizeof *indeg);
+    if (!order || !indeg) {
+        free(order);
+        free(indeg);
+        return WEIR_ENOMEM;
+    }
+    /* Kahn's algorithm: a topological order, or a cycle. */
+    size_t head = 0, tail = 0;
+    for (size_t i = 0; i < n; i++) {
+        indeg[i] = g->nodes[i]->ninputs;
+        if (indeg[i] == 0) order[tail++] = g->nodes[i];
+    }
+    while (head < tail) {
+        weir_node *x = order[head++];
+        for (size_t k = 0; k < x->noutputs; k++)
+            if (--indeg[x->outputs[k]->id] == 0) order[tail++] = x->outputs[k];
+    }
+    free(indeg);
+    int rc = WEIR_ESPEC;
+    if (tail != n) {
+        weir__graph_errorf(g, "the graph has a cycle");
+        goto fail;
+    }
+    int maxw = o->max_workers > 0 ? o->max_workers : weir__ncpus();
+    for (size_t i = 0; i < n; i++) {
+        weir_node *x = order[i];
+        const weir_stage_def *d = x->def;
+        if (d->in_kind != WEIR_KIND_NONE && x->ninputs == 0) {
+            weir__graph_errorf(g, "stage '%s' has no input", x->label);
+            goto fail;
+        }
+        if (d->out_kind != WEIR_KIND_NONE && x->noutputs == 0) {
+            weir__graph_errorf(g, "output of '%s' is never used", x->label);
+            goto fail;
+        }
+        /* Resolve kinds in topological order. */
+        weir_kind in = WEIR_KIND_NONE;
+        for (size_t k = 0; k < x->ninputs; k++) {
+            weir_kind up = x->inputs[k]->out_kind;
+            if (k > 0 && up != in) {
+                weir__graph_errorf(g, "stage '%s' joins %s with %s", x->label,
+                                   weir_kind_name(in), weir_kind_name(up));
+                goto fail;
+            }
+            in = up;
+        }
+        if (d->in_kind != WEIR_KIND_NONE && d->in_kind != WEIR_KIND_ANY &&
+            in != d->in_kind) {
+            weir__graph_errorf(g, "stage '%s' expects %s but gets %s", x->label,
+                               weir_kind_name(d->in_kind), weir_kind_name(in));
+            goto fail;
+        }
+        x->in_kind = in;
+        x->out_kind = d->out_kind == WEIR_KIND_ANY ? in : d->out_kind;
+        if (d->out_kind == WEIR_KIND_ANY && in == WEIR_KIND_NONE) {
+            weir__graph_errorf(g, "stage '%s' cannot tell what it produces", x->label);
+            goto fail;
+        }
+        /* Required arguments. */
+        for (size_t k = 0; k < x->nargs; k++) {
+            if (!x->args[k].set) {
+                weir__graph_errorf(g, "stage '%s' needs argument '%s'", x->label,
+                                   x->args[k].def->name);
+                goto fail;
+            }
+        }
+        /* Replicas. */
+        int w = x->workers;
+        bool parallel = d->flags & WEIR_STAGE_PARALLEL;
+        if (w == 0) w = parallel ? maxw : 1;
+        if (w > 1 && (d->flags & WEIR_STAGE_MULTI_IN)) w = 1;
+        if (w > 1 && (d->flags & WEIR_STAGE_KEYED) && x->npart == 0) {
+            if (x->workers > 1) {
+                weir__graph_errorf(g, "stage '%s' needs a partition key to run "
+                                   "with workers=%d", x->label, x->workers);
+                goto fail;
+            }
+            w = 1;
+        }
+        if (x->npart && x->in_kind != WEIR_KIND_ROWS) {
+            weir__graph_errorf(g, "stage '%s': only rows can be partitioned by key",
+                               x->label);
+            goto fail;
+        }
+        x->replicas = w;
+    }
+    *order_out = order;
+    return 0;
+fail:
+    free(order);
+    return rc;
+}
+
+/* ---- stage argument getters ------------------------------------------------------------ */
+
+const weir__arg *weir__stage_arg(const weir_node *n, const char *name,
+                                 weir_arg_type t)
+{
+    for (size_t i = 0; i < n->nargs; i++) {
+        const weir__arg *a = &n->args[i];
+        if (strcmp(a->def->name, name) != 0) continue;
+        if (a->def->type != t) {
+            fprintf(stderr, "weir: bug in stage '%s': argument '%s' is %s, read as %s\n",
+                    n->def->name, name, weir_arg_type_name(a->def->type),
+                    weir_arg_type_name(t));
+            abort();
+        }
+        return a;
+    }
+    fprintf(stderr, "weir: bug in stage '%s': no argument '%s' in its table\n",
+            n->def->name, name);
+    abort();
+}

@@ -1,0 +1,979 @@
+/*
+ * run.c — expanding the logical graph into the physical one, and running it.
+ *
+ * Physical pieces:
+ *   - instance: one replica of a node, on its own worker thread, running
+ *     the stage's callbacks;
+ *   - collector: for a node with N > 1 replicas, a worker that gathers the
+ *     replicas' output — in source order (reading replica k mod N for the
+ *     k-th input group) or as it comes (one shared MPMC channel);
+ *   - emitter: what a single instance or a collector sends through. It
+ *     broadcasts to every consumer (reference-counted, read-only) and, for
+ *     a replicated consumer, distributes: round-robin, or split by key hash.
+ *   - pchan: a channel plus the count of producers still attached; the
+ *     last producer to finish closes it.
+ *
+ * Termination: end of input closes channels downstream; a consumer that
+ * stops early closes its inputs, so upstream sends fail with CLOSED and the
+ * producers stop in turn (WEIR_DONE), all the way to the sources. The first
+ * stage error cancels the run's context, which wakes every blocked worker.
+ */
+#include "graph.h"
+
+#include <errno.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WEIR__BATCH_FINAL 0x2u /* emitted by a replica's finish() */
+
+typedef struct pchan {
+    weir_chan *ch;
+    _Atomic int producers;
+} pchan;
+
+typedef struct target {
+    pchan **ch;        /* one channel, or one per consumer replica */
+    int n;
+    bool hash;         /* split rows by key hash (else round-robin) */
+    bool dead;         /* the consumer stopped taking input */
+    uint64_t rr;
+    weir_node *node;   /* consumer (for the key columns) */
+    const weir_schema *key_schema; /* schema the key indices belong to */
+    int *key_idx;
+    weir_batch **parts; /* hash: one batch being filled per replica */
+} target;
+
+typedef struct emitter {
+    target *t;
+    size_t nt, alive;
+    uint64_t seq;
+    weir_pool *pool;   /* for split batches and markers */
+} emitter;
+
+typedef struct run run;
+
+struct weir_stage {
+    run *r;
+    weir_node *node;
+    int replica, nreplicas;
+    void *state;
+    pchan **in;        /* input ports, read in order (concat) or one (merge) */
+    size_t nin;
+    emitter *out;
+    bool ordered_replica; /* groups end with WEIR_BATCH_END_OF_GROUP */
+    bool in_finish;
+    bool downstream_gone;
+    weir_batch *pending;  /* ordered replica: held until the group ends */
+    weir_node_stats st;
+};
+
+typedef struct collector {
+    run *r;
+    weir_node *node;
+    pchan **in;        /* ordered: one per replica; unordered: one shared */
+    int nin;
+    bool ordered;
+    emitter *out;
+} collector;
+
+typedef struct worker {
+    weir_stage *inst;  /* either an instance */
+    collector *col;    /* or a collector */
+} worker;
+
+struct run {
+    weir_graph *g;
+    weir_ctx *ctx;
+    const weir_run_opts *o;
+    pthread_mutex_t mu; /* guards err/errmsg */
+    int err;
+    char errmsg[1024];
+    /* Owned resources, freed after the workers have joined. */
+    pchan **chans;
+    size_t nchans;
+    emitter **emitters;
+    size_t nemitters;
+    weir_pool **pools;  /* per node id */
+    weir_stage **insts;
+    size_t ninsts;
+    collector **cols;
+    size_t ncols;
+    worker *workers;
+    size_t nworkers;
+};
+
+/* ---- errors ------------------------------------------------------------------- */
+
+static void run_fail(run *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void run_fail(run *r, int code, const char *fmt, ...)
+{
+    pthread_mutex_lock(&r->mu);
+    bool first = r->err == 0;
+    if (first) {
+        r->err = code;
+        va_list ap;
+        va_start(ap, fmt);
+        weir__vfmt(r->errmsg, sizeof r->errmsg, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (first) weir_ctx_cancel(r->ctx, code);
+}
+
+int weir_stage_errorf(weir_stage *s, int code, const char *fmt, ...)
+{
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    weir__vfmt(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    run_fail(s->r, code, "stage '%s': %s", s->node->label, msg);
+    return code;
+}
+
+/* ---- stage accessors ------------------------------------------------------------ */
+
+int64_t weir_stage_arg_int(const weir_stage *s, const char *name)
+{
+    return weir__stage_arg(s->node, name, WEIR_ARG_INT)->i;
+}
+
+double weir_stage_arg_float(const weir_stage *s, const char *name)
+{
+    return weir__stage_arg(s->node, name, WEIR_ARG_FLOAT)->f;
+}
+
+bool weir_stage_arg_bool(const weir_stage *s, const char *name)
+{
+    return weir__stage_arg(s->node, name, WEIR_ARG_BOOL)->b;
+}
+
+const char *weir_stage_arg_str(const weir_stage *s, const char *name)
+{
+    return weir__stage_arg(s->node, name, WEIR_ARG_STRING)->s;
+}
+
+size_t weir_stage_arg_list(const weir_stage *s, const char *name,
+                           const char *const **items)
+{
+    const weir__arg *a = weir__stage_arg(s->node, name, WEIR_ARG_LIST);
+    *items = (const char *const *)a->list;
+    return a->nlist;
+}
+
+bool weir_stage_arg_given(const weir_stage *s, const char *name)
+{
+    for (size_t i = 0; i < s->node->nargs; i++)
+        if (strcmp(s->node->args[i].def->name, name) == 0)
+            return s->node->args[i].given;
+    return false;
+}
+
+void *weir_stage_state(const weir_stage *s) { return s->state; }
+void weir_stage_set_state(weir_stage *s, void *state) { s->state = state; }
+weir_ctx *weir_stage_ctx(const weir_stage *s) { return s->r->ctx; }
+const char *weir_stage_name(const weir_stage *s) { return s->node->label; }
+int weir_stage_replica(const weir_stage *s) { return s->replica; }
+int weir_stage_replicas(const weir_stage *s) { return s->nreplicas; }
+
+int weir_stage_batch(weir_stage *s, weir_batch **out)
+{
+    return weir_pool_get(s->r->pools[s->node->id], out);
+}
+
+/* ---- channels ---------------------------------------------------------------------- */
+
+static void pchan_release_producer(pchan *p)
+{
+    if (atomic_fetch_sub_explicit(&p->producers, 1, memory_order_acq_rel) == 1)
+        weir_chan_close(p->ch);
+}
+
+/* A consumer that stops early: refuse further input and drop what is
+ * buffered. Producers see CLOSED on their next send. */
+static void pchan_abandon(pchan *p)
+{
+    weir_chan_close(p->ch);
+    void *item;
+    while (weir_chan_try_recv(p->ch, &item) == 0) weir_batch_release(item);
+}
+
+/* ---- emitting -------------------------------------------------------------------------- */
+
+static uint64_t hash_bytes(const unsigned char *p, size_t n, uint64_t h)
+{
+    /* FNV-1a, then a final mix so low bits spread across replicas. */
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+static int target_keys(run *r, target *t, const weir_batch *b)
+{
+    if (t->key_schema == b->schema && t->key_idx) return 0;
+    weir_node *d = t->node;
+    int *idx = realloc(t->key_idx, d->npart * sizeof *idx);
+    if (!idx) return WEIR_ENOMEM;
+    t->key_idx = idx;
+    for (size_t k = 0; k < d->npart; k++) {
+        int c = b->schema ? weir_schema_find(b->schema, d->part[k]) : WEIR_ENOTFOUND;
+        if (c < 0) {
+            run_fail(r, WEIR_ESPEC, "stage '%s': no column '%s' to partition by",
+                     d->label, d->part[k]);
+            return WEIR_ESPEC;
+        }
+        idx[k] = c;
+    }
+    t->key_schema = b->schema;
+    return 0;
+}
+
+static void target_kill(target *t)
+{
+    t->dead = true;
+    for (int i = 0; i < t->n; i++) weir_chan_close(t->ch[i]->ch);
+}
+
+/* Send one reference of b to one consumer. Consumes that reference. */
+static int target_send(run *r, emitter *e, target *t, weir_batch *b)
+{
+    int rc;
+    if (t->n == 1) {
+        rc = weir_chan_send(t->ch[0]->ch, b, r->ctx);
+    } else if (!t->hash) {
+        rc = weir_chan_send(t->ch[t->rr++ % (uint64_t)t->n]->ch, b, r->ctx);
+    } else {
+        /* Split the rows among the replicas by key hash. */
+        rc = target_keys(r, t, b);
+        weir_batch **part = t->parts;
+        int np = t->n;
+        for (uint32_t row = 0; rc == 0 && row < b->nrows; row++) {
+            uint64_t h = 0xcbf29ce484222325ull;
+            for (size_t k = 0; k < t->node->npart; k++) {
+                size_t len;
+                const unsigned char *f = weir_batch_field(b, row, (uint32_t)t->key_idx[k], &len);
+                h = hash_bytes(f, len, h);
+                h = hash_bytes((const unsigned char *)"\x1f", 1, h); /* separator */
+            }
+            int dst = (int)(mix64(h) % (uint64_t)np);
+            if (!part[dst]) {
+                rc = weir_pool_get(e->pool, &part[dst]);
+                if (rc == 0) rc = weir_batch_set_schema(part[dst], b->schema);
+                if (rc) break;
+                part[dst]->seq = b->seq;
+            }
+            rc = weir_batch_copy_row(part[dst], b, row);
+        }
+        weir_batch_release(b);
+        for (int i = 0; i < np; i++) {
+            weir_batch *p = part[i];
+            part[i] = NULL;
+            if (!p) continue;
+            if (rc == 0) {
+                rc = weir_chan_send(t->ch[i]->ch, p, r->ctx);
+                if (rc == 0) continue;
+            }
+            weir_batch_release(p);
+        }
+        if (rc == WEIR_ENOMEM) run_fail(r, rc, "stage '%s': out of memory splitting rows by key", t->node->label);
+        if (rc == WEIR_ECLOSED) target_kill(t);
+        return rc;
+    }
+    if (rc) {
+        weir_batch_release(b);
+        if (rc == WEIR_ECLOSED) target_kill(t);
+    }
+    return rc;
+}
+
+/* Broadcast b to every live consumer. Consumes b.
+ * @return 0, WEIR_DONE when nobody listens any more, or a context error. */
+static int emitter_send(run *r, emitter *e, weir_batch *b)
+{
+    b->seq = e->seq++;
+    if (e->alive == 0) {
+        weir_batch_release(b);
+        return WEIR_DONE;
+    }
+    size_t left = e->alive;
+    if (left > 1) __atomic_fetch_add(&b->refs, (int)left - 1, __ATOMIC_RELAXED);
+    int err = 0;
+    for (size_t i = 0; i < e->nt && left; i++) {
+        target *t = &e->t[i];
+        if (t->dead) continue;
+        left--;
+        if (err) { /* cancelled: just drop our references */
+            weir_batch_release(b);
+            continue;
+        }
+        int rc = target_send(r, e, t, b);
+        if (rc == WEIR_ECLOSED) e->alive--;
+        else if (rc < 0) err = rc;
+    }
+    if (err) return err;
+    return e->alive ? 0 : WEIR_DONE;
+}
+
+static void emitter_close(emitter *e)
+{
+    for (size_t i = 0; i < e->nt; i++)
+        for (int k = 0; k < e->t[i].n; k++) pchan_release_producer(e->t[i].ch[k]);
+}
+
+static bool batch_empty(const weir_batch *b)
+{
+    return b->kind == WEIR_KIND_ROWS ? b->nrows == 0 : b->len == 0;
+}
+
+static void count_out(weir_stage *s, const weir_batch *b)
+{
+    s->st.batches_out++;
+    s->st.rows_out += b->nrows;
+    s->st.bytes_out += b->len;
+}
+
+int weir_stage_emit(weir_stage *s, weir_batch *b)
+{
+    if (s->downstream_gone) {
+        weir_batch_release(b);
+        return WEIR_DONE;
+    }
+    if (batch_empty(b)) {
+        weir_batch_release(b);
+        return 0;
+    }
+    count_out(s, b);
+    int rc;
+    if (s->ordered_replica && !s->in_finish) {
+        /* Hold the newest batch back: only when process() returns do we know
+         * which one ends the group. */
+        weir_batch *prev = s->pending;
+        s->pending = b;
+        if (!prev) return 0;
+        rc = emitter_send(s->r, s->out, prev);
+    } else {
+        if (s->in_finish && s->nreplicas > 1) b->flags |= WEIR__BATCH_FINAL;
+        rc = emitter_send(s->r, s->out, b);
+    }
+    if (rc == WEIR_DONE) s->downstream_gone = true;
+    return rc;
+}
+
+/* Ordered replica: close the group opened by the last input batch. */
+static int end_group(weir_stage *s)
+{
+    weir_batch *b = s->pending;
+    s->pending = NULL;
+    if (!b) {
+        int rc = weir_pool_get(s->r->pools[s->node->id], &b);
+        if (rc) return weir_stage_errorf(s, rc, "out of memory");
+    }
+    b->flags |= WEIR_BATCH_END_OF_GROUP;
+    int rc = emitter_send(s->r, s->out, b);
+    if (rc == WEIR_DONE) s->downstream_gone = true;
+    return rc;
+}
+
+/* ---- workers --------------------------------------------------------------------------- */
+
+static bool is_ctx_err(int rc)
+{
+    return rc == WEIR_ECANCELED || rc == WEIR_EDEADLINE;
+}
+
+/* Turn a callback's result into the run's error, if it is a new one. */
+static void note_result(weir_stage *s, int rc, const char *what)
+{
+    if (rc >= 0) return;
+    if (is_ctx_err(rc) && weir_ctx_done(s->r->ctx)) return; /* a consequence */
+    run_fail(s->r, rc, "stage '%s': %s failed: %s", s->node->label, what,
+             weir_strerror(rc));
+}
+
+static int process_one(weir_stage *s, weir_batch *b)
+{
+    s->st.batches_in++;
+    s->st.rows_in += b->nrows;
+    s->st.bytes_in += b->len;
+    int rc = s->node->def->process(s, b);
+    if (s->ordered_replica) {
+        if (rc == 0 || rc == WEIR_DONE) {
+            int erc = end_group(s);
+            if (rc == 0) rc = erc;
+        } else {
+            weir_batch_release(s->pending);
+            s->pending = NULL;
+        }
+    }
+    return rc;
+}
+
+static int instance_loop(weir_stage *s)
+{
+    const weir_stage_def *d = s->node->def;
+    if (d->in_kind == WEIR_KIND_NONE) {
+        for (;;) {
+            if (weir_ctx_done(s->r->ctx)) return weir_ctx_err(s->r->ctx);
+            int rc = d->process(s, NULL);
+            if (rc) return rc;
+        }
+    }
+    enum { BURST = 16 };
+    void *items[BURST];
+    for (size_t port = 0; port < s->nin; port++) {
+        for (;;) {
+            long n = weir_chan_recv_many(s->in[port]->ch, items, BURST, s->r->ctx);
+            if (n == WEIR_ECLOSED) break;
+            if (n < 0) return (int)n;
+            for (long i = 0; i < n; i++) {
+                int rc = process_one(s, items[i]);
+                if (rc) {
+                    for (long k = i + 1; k < n; k++) weir_batch_release(items[k]);
+                    return rc;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static void instance_main(weir_stage *s)
+{
+    const weir_stage_def *d = s->node->def;
+    int rc = d->open ? d->open(s) : 0;
+    if (rc < 0) note_result(s, rc, "open");
+    if (rc == 0) {
+        rc = instance_loop(s);
+        if (rc < 0) note_result(s, rc, "process");
+        if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && d->finish) {
+            s->in_finish = true;
+            int frc = d->finish(s);
+            if (frc < 0) note_result(s, frc, "finish");
+        }
+    }
+    /* Stop taking input (upstream sees CLOSED) and release our outputs. */
+    for (size_t i = 0; i < s->nin; i++) pchan_abandon(s->in[i]);
+    emitter_close(s->out);
+    if (d->close) d->close(s);
+}
+
+static int collector_forward(collector *c, weir_batch *b)
+{
+    b->flags = 0;
+    if (batch_empty(b)) {
+        weir_batch_release(b);
+        return 0;
+    }
+    return emitter_send(c->r, c->out, b);
+}
+
+static int collector_loop(collector *c)
+{
+    weir_ctx *ctx = c->r->ctx;
+    void *item;
+    if (!c->ordered) {
+        enum { BURST = 16 };
+        void *items[BURST];
+        for (;;) {
+            long n = weir_chan_recv_many(c->in[0]->ch, items, BURST, ctx);
+            if (n == WEIR_ECLOSED) return 0;
+            if (n < 0) return (int)n;
+            for (long i = 0; i < n; i++) {
+                int rc = collector_forward(c, items[i]);
+                if (rc) {
+                    for (long k = i + 1; k < n; k++) weir_batch_release(items[k]);
+                    return rc;
+                }
+            }
+        }
+    }
+    /* Ordered: group k is on replica k mod N, each group ends with a marker.
+     * The first replica found without its group means the groups are over;
+     * then each replica's finish() output follows, replica by replica. */
+    weir_batch *held = NULL;
+    int held_r = -1;
+    for (uint64_t k = 0;; ) {
+        int r = (int)(k % (uint64_t)c->nin);
+        int rc = weir_chan_recv(c->in[r]->ch, &item, ctx);
+        if (rc == WEIR_ECLOSED) break;
+        if (rc) return rc;
+        weir_batch *b = item;
+        if (b->flags & WEIR__BATCH_FINAL) {
+            held = b;
+            held_r = r;
+            break;
+        }
+        bool end = b->flags & WEIR_BATCH_END_OF_GROUP;
+        rc = collector_forward(c, b);
+        if (rc) return rc;
+        if (end) k++;
+    }
+    for (int r = 0; r < c->nin; r++) {
+        if (r == held_r) {
+            held_r = -1;
+            int rc = collector_forward(c, held);
+            if (rc) return rc;
+        }
+        for (;;) {
+            int rc = weir_chan_recv(c->in[r]->ch, &item, ctx);
+            if (rc == WEIR_ECLOSED) break;
+            if (rc) return rc;
+            rc = collector_forward(c, item);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+static void collector_main(collector *c)
+{
+    int rc = collector_loop(c);
+    if (rc < 0 && !(is_ctx_err(rc) && weir_ctx_done(c->r->ctx)))
+        run_fail(c->r, rc, "collector of '%s': %s", c->node->label, weir_strerror(rc));
+    for (int i = 0; i < c->nin; i++) pchan_abandon(c->in[i]);
+    emitter_close(c->out);
+}
+
+static void worker_main(worker *w)
+{
+    if (w->inst) instance_main(w->inst);
+    else collector_main(w->col);
+}
+
+/* ---- building the physical graph ------------------------------------------------------------ */
+
+#define PUSH(arr, n, x)                                                       \
+    do {                                                                      \
+        void *np_ = realloc((arr), ((n) + 1) * sizeof *(arr));                \
+        if (!np_) return WEIR_ENOMEM;                                         \
+        (arr) = np_;                                                          \
+        (arr)[(n)++] = (x);                                                   \
+    } while (0)
+
+static int new_pchan(run *r, pchan **out, int producers, bool mpmc, size_t cap)
+{
+    pchan *p = calloc(1, sizeof *p);
+    if (!p) return WEIR_ENOMEM;
+    int rc = weir_chan_create(&p->ch, cap, mpmc ? WEIR_CHAN_MPMC : WEIR_CHAN_SPSC);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    atomic_init(&p->producers, producers);
+    PUSH(r->chans, r->nchans, p);
+    *out = p;
+    return 0;
+}
+
+static int new_emitter(run *r, emitter **out, weir_pool *pool)
+{
+    emitter *e = calloc(1, sizeof *e);
+    if (!e) return WEIR_ENOMEM;
+    e->pool = pool;
+    PUSH(r->emitters, r->nemitters, e);
+    *out = e;
+    return 0;
+}
+
+static int emitter_add(emitter *e, pchan **ch, int n, bool hash, weir_node *node)
+{
+    target *nt = realloc(e->t, (e->nt + 1) * sizeof *nt);
+    if (!nt) return WEIR_ENOMEM;
+    e->t = nt;
+    pchan **copy = malloc((size_t)n * sizeof *copy);
+    if (!copy) return WEIR_ENOMEM;
+    memcpy(copy, ch, (size_t)n * sizeof *copy);
+    weir_batch **parts = NULL;
+    if (hash && !(parts = calloc((size_t)n, sizeof *parts))) {
+        free(copy);
+        return WEIR_ENOMEM;
+    }
+    e->t[e->nt++] = (target){.ch = copy, .n = n, .hash = hash, .node = node,
+                             .parts = parts};
+    e->alive++;
+    return 0;
+}
+
+/* Per node: the channels of each input port (1 per port, or 1 per replica
+ * for a replicated node's single port). */
+typedef struct ports {
+    pchan ***port;  /* [ninputs][nch] */
+    int nch;        /* channels per port */
+} ports;
+
+static int build(run *r, weir_node **order, size_t n, ports *pt)
+{
+    size_t cap = r->o->chan_capacity ? r->o->chan_capacity : 16;
+    /* Pools, instances, input channels. */
+    for (size_t i = 0; i < n; i++) {
+        weir_node *x = order[i];
+        int R = x->replicas;
+        if (x->out_kind != WEIR_KIND_NONE) {
+            size_t keep = cap * (x->noutputs + 1) * (size_t)R + 8;
+            int rc = weir_pool_create(&r->pools[x->id], x->out_kind, keep, 0);
+            if (rc) return rc;
+        }
+        ports *p = &pt[x->id];
+        p->port = calloc(x->ninputs ? x->ninputs : 1, sizeof *p->port);
+        if (!p->port) return WEIR_ENOMEM;
+        bool merge = (x->def->flags & WEIR_STAGE_MULTI_IN) &&
+                     !(x->def->flags & WEIR_STAGE_SEQ_IN);
+        p->nch = R;
+        pchan *shared = NULL;
+        if (merge && x->ninputs)
+            WEIR__TRY(new_pchan(r, &shared, (int)x->ninputs, true, cap));
+        for (size_t k = 0; k < x->ninputs; k++) {
+            p->port[k] = calloc((size_t)R, sizeof **p->port);
+            if (!p->port[k]) return WEIR_ENOMEM;
+            for (int q = 0; q < R; q++) {
+                if (shared) p->port[k][q] = shared;
+                else WEIR__TRY(new_pchan(r, &p->port[k][q], 1, false, cap));
+            }
+        }
+        for (int q = 0; q < R; q++) {
+            weir_stage *s = calloc(1, sizeof *s);
+            if (!s) return WEIR_ENOMEM;
+            PUSH(r->insts, r->ninsts, s);
+            s->r = r;
+            s->node = x;
+            s->replica = q;
+            s->nreplicas = R;
+            size_t nin = merge ? (x->ninputs ? 1 : 0) : x->ninputs;
+            s->in = calloc(nin ? nin : 1, sizeof *s->in);
+            if (!s->in) return WEIR_ENOMEM;
+            for (size_t k = 0; k < nin; k++) s->in[k] = p->port[k][q];
+            s->nin = nin;
+        }
+    }
+    /* Emitters: what each node's output feeds. */
+    size_t inst_at = 0;
+    for (size_t i = 0; i < n; i++) {
+        weir_node *x = order[i];
+        int R = x->replicas;
+        weir_stage **mine = &r->insts[inst_at];
+        inst_at += (size_t)R;
+        weir_pool *pool = r->pools[x->id];
+        emitter *out;
+        WEIR__TRY(new_emitter(r, &out, pool));
+        /* Each outgoing edge → the consumer's port fed by this edge. Ports
+         * are in connect order; the k-th edge from x to y is y's k-th port
+         * whose upstream is x. */
+        for (size_t e = 0; e < x->noutputs; e++) {
+            weir_node *y = x->outputs[e];
+            size_t seen = 0;
+            for (size_t f = 0; f < e; f++) seen += x->outputs[f] == y;
+            size_t port = 0;
+            for (size_t k = 0, c = 0; k < y->ninputs; k++) {
+                if (y->inputs[k] != x) continue;
+                if (c++ == seen) {
+                    port = k;
+                    break;
+                }
+            }
+            bool hash = y->replicas > 1 && y->npart > 0;
+            WEIR__TRY(emitter_add(out, pt[y->id].port[port], pt[y->id].nch, hash, y));
+        }
+        if (R == 1) {
+            mine[0]->out = out;
+            continue;
+        }
+        if (x->out_kind == WEIR_KIND_NONE) { /* replicated sink */
+            for (int q = 0; q < R; q++) mine[q]->out = out;
+            continue;
+        }
+        /* Replicated: replicas → collector → out. */
+        collector *c = calloc(1, sizeof *c);
+        if (!c) return WEIR_ENOMEM;
+        PUSH(r->cols, r->ncols, c);
+        bool hashed_in = x->npart > 0;
+        c->r = r;
+        c->node = x;
+        c->out = out;
+        c->ordered = x->ordered && !hashed_in && !(x->def->flags & WEIR_STAGE_MULTI_IN);
+        c->nin = c->ordered ? R : 1;
+        c->in = calloc((size_t)c->nin, sizeof *c->in);
+        if (!c->in) return WEIR_ENOMEM;
+        if (c->ordered) {
+            for (int q = 0; q < R; q++)
+                WEIR__TRY(new_pchan(r, &c->in[q], 1, false, cap));
+        } else {
+            WEIR__TRY(new_pchan(r, &c->in[0], R, true, cap * (size_t)R));
+        }
+        for (int q = 0; q < R; q++) {
+            emitter *re;
+            WEIR__TRY(new_emitter(r, &re, pool));
+            WEIR__TRY(emitter_add(re, &c->in[c->ordered ? q : 0], 1, false, x));
+            mine[q]->out = re;
+            mine[q]->ordered_replica = c->ordered;
+        }
+    }
+    /* Workers: every instance, then every collector. */
+    r->nworkers = r->ninsts + r->ncols;
+    r->workers = calloc(r->nworkers, sizeof *r->workers);
+    if (!r->workers) return WEIR_ENOMEM;
+    for (size_t i = 0; i < r->ninsts; i++) r->workers[i].inst = r->insts[i];
+    for (size_t i = 0; i < r->ncols; i++) r->workers[r->ninsts + i].col = r->cols[i];
+    return 0;
+}
+
+static void teardown(run *r, weir_node **order, size_t n, ports *pt)
+{
+    for (size_t i = 0; i < r->nchans; i++) {
+        void *item;
+        while (weir_chan_try_recv(r->chans[i]->ch, &item) == 0)
+            weir_batch_release(item);
+        weir_chan_destroy(r->chans[i]->ch);
+        free(r->chans[i]);
+    }
+    free(r->chans);
+    for (size_t i = 0; i < r->nemitters; i++) {
+        for (size_t k = 0; k < r->emitters[i]->nt; k++) {
+            free(r->emitters[i]->t[k].ch);
+            free(r->emitters[i]->t[k].key_idx);
+            free(r->emitters[i]->t[k].parts);
+        }
+        free(r->emitters[i]->t);
+        free(r->emitters[i]);
+    }
+    free(r->emitters);
+    for (size_t i = 0; i < r->ninsts; i++) {
+        weir_stage *s = r->insts[i];
+        weir_node_stats *st = &s->node->stats;
+        st->batches_in += s->st.batches_in;
+        st->batches_out += s->st.batches_out;
+        st->rows_in += s->st.rows_in;
+        st->rows_out += s->st.rows_out;
+        st->bytes_in += s->st.bytes_in;
+        st->bytes_out += s->st.bytes_out;
+        free(s->in);
+        free(s);
+    }
+    free(r->insts);
+    for (size_t i = 0; i < r->ncols; i++) {
+        free(r->cols[i]->in);
+        free(r->cols[i]);
+    }
+    free(r->cols);
+    free(r->workers);
+    for (size_t i = 0; i < n; i++) {
+        weir_node *x = order[i];
+        if (pt[x->id].port) {
+            for (size_t k = 0; k < x->ninputs; k++) free(pt[x->id].port[k]);
+            free(pt[x->id].port);
+        }
+        weir_pool_destroy(r->pools[x->id]);
+    }
+    free(r->pools);
+}
+
+/* ---- launching -------------------------------------------------------------------------- */
+
+static void *pthread_worker(void *p)
+{
+    worker_main(p);
+    return NULL;
+}
+
+/* Start workers[from..to) on pthreads; on failure, fail the run (the
+ * others are woken by the cancel) and leave the rest unstarted. */
+static size_t start_pthreads(run *r, size_t from, size_t to, pthread_t *th)
+{
+    size_t i;
+    for (i = from; i < to; i++) {
+        int rc = pthread_create(&th[i - from], NULL, pthread_worker, &r->workers[i]);
+        if (rc) {
+            run_fail(r, WEIR_ETHREAD, "cannot start worker thread %zu of %zu: %s",
+                     i + 1, r->nworkers, strerror(rc));
+            break;
+        }
+    }
+    return i - from;
+}
+
+static void join_pthreads(pthread_t *th, size_t n)
+{
+    for (size_t i = 0; i < n; i++) pthread_join(th[i], NULL);
+}
+
+/* Workers [from, to) could not start. They still owe their channel
+ * releases, so that nobody waits for them forever (the run is failing). */
+static void abandon_unstarted(run *r, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        worker *w = &r->workers[i];
+        if (w->inst) {
+            for (size_t k = 0; k < w->inst->nin; k++) pchan_abandon(w->inst->in[k]);
+            emitter_close(w->inst->out);
+        } else {
+            for (int k = 0; k < w->col->nin; k++) pchan_abandon(w->col->in[k]);
+            emitter_close(w->col->out);
+        }
+    }
+}
+
+static int launcher_choice(const weir_run_opts *o)
+{
+    if (o->launcher) return o->launcher;
+    const char *env = getenv("WEIR_LAUNCH");
+    if (env && strcmp(env, "pthread") == 0) return WEIR_LAUNCH_PTHREAD;
+    return WEIR_LAUNCH_OPENMP;
+}
+
+static void launch(run *r)
+{
+    size_t n = r->nworkers;
+    if (launcher_choice(r->o) == WEIR_LAUNCH_PTHREAD) {
+        pthread_t *th = malloc(n * sizeof *th);
+        if (!th) {
+            run_fail(r, WEIR_ENOMEM, "out of memory starting workers");
+            abandon_unstarted(r, 0, n);
+            return;
+        }
+        size_t started = n > 1 ? start_pthreads(r, 1, n, th) : 0;
+        abandon_unstarted(r, 1 + started, n);
+        worker_main(&r->workers[0]);
+        join_pthreads(th, started);
+        free(th);
+        return;
+    }
+    /* OpenMP: one team thread per worker. The team is reused from one run
+     * to the next, and OMP_PROC_BIND / OMP_PLACES place it. If the runtime
+     * grants a smaller team (OMP_THREAD_LIMIT, nesting), thread 0 starts
+     * the remaining workers on pthreads: every worker must run at once,
+     * since they block on one another. */
+#pragma omp parallel num_threads((int)n)
+    {
+        size_t t = (size_t)omp_get_thread_num();
+        size_t team = (size_t)omp_get_num_threads();
+        pthread_t *extra = NULL;
+        size_t nextra = 0;
+        if (t == 0 && team < n) {
+            extra = malloc((n - team) * sizeof *extra);
+            if (extra) nextra = start_pthreads(r, team, n, extra);
+            else run_fail(r, WEIR_ENOMEM, "out of memory starting workers");
+            abandon_unstarted(r, team + nextra, n);
+        }
+        /* The barrier orders abandon_unstarted() before any team worker
+         * runs, so no worker sees a channel both live and abandoned. */
+#pragma omp barrier
+        worker_main(&r->workers[t]);
+        if (t == 0) {
+            join_pthreads(extra, nextra);
+            free(extra);
+        }
+    }
+}
+
+/* ---- the run ----------------------------------------------------------------------------- */
+
+int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
+{
+    weir_run_opts defaults = {0};
+    const weir_run_opts *o = opts ? opts : &defaults;
+    g->errmsg[0] = '\0';
+    weir_node **order;
+    int rc = weir__graph_validate(g, o, &order);
+    if (rc) return rc;
+    size_t n = g->nnodes;
+    for (size_t i = 0; i < n; i++) {
+        g->nodes[i]->stats = (weir_node_stats){.replicas = g->nodes[i]->replicas};
+    }
+    run r = {.g = g, .o = o};
+    pthread_mutex_init(&r.mu, NULL);
+    ports *pt = calloc(n, sizeof *pt);
+    r.pools = calloc(n, sizeof *r.pools);
+    rc = pt && r.pools ? weir_ctx_create(&r.ctx, ctx) : WEIR_ENOMEM;
+    if (rc == 0) rc = build(&r, order, n, pt);
+    if (rc == 0) {
+        launch(&r);
+        rc = r.err;
+        if (rc == 0 && ctx && weir_ctx_done(ctx)) {
+            /* Cancelled from outside: the workers stopped without a stage
+             * error of their own. */
+            rc = weir_ctx_err(ctx);
+            snprintf(r.errmsg, sizeof r.errmsg, "%s",
+                     rc == WEIR_EDEADLINE ? "deadline exceeded" : "canceled");
+        }
+        if (rc) snprintf(g->errmsg, sizeof g->errmsg, "%s", r.errmsg);
+    } else if (rc == WEIR_ENOMEM) {
+        weir__graph_errorf(g, "out of memory building the run");
+    }
+    if (r.pools) teardown(&r, order, n, pt);
+    free(pt);
+    free(order);
+    weir_ctx_destroy(r.ctx);
+    pthread_mutex_destroy(&r.mu);
+    return rc;
+}
+
+int weir_node_get_stats(const weir_node *n, weir_node_stats *st)
+{
+    *st = n->stats;
+    return 0;
+}
+
+/* ---- describe ------------------------------------------------------------------------------- */
+
+typedef struct sbuf {
+    char *p;
+    size_t size, len;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(b->len < b->size ? b->p + b->len : NULL,
+                      b->len < b->size ? b->size - b->len : 0, fmt, ap);
+    va_end(ap);
+    if (k > 0) b->len += (size_t)k;
+}
+
+size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
+                           size_t size)
+{
+    weir_run_opts defaults = {0};
+    const weir_run_opts *o = opts ? opts : &defaults;
+    sbuf b = {buf, size, 0};
+    if (size) buf[0] = '\0';
+    weir_node **order;
+    if (weir__graph_validate(g, o, &order)) {
+        sb_printf(&b, "invalid graph: %s\n", g->errmsg);
+        return b.len;
+    }
+    size_t cap = o->chan_capacity ? o->chan_capacity : 16;
+    for (size_t i = 0; i < g->nnodes; i++) {
+        weir_node *x = order[i];
+        sb_printf(&b, "%s [%s] %s -> %s", x->label, x->def->name,
+                  weir_kind_name(x->in_kind), weir_kind_name(x->out_kind));
+        if (x->replicas > 1) {
+            sb_printf(&b, ", %d replicas (%s in, %s collector)", x->replicas,
+                      x->npart ? "hash" : "round-robin",
+                      x->ordered && !x->npart ? "ordered" : "unordered");
+        }
+        sb_printf(&b, "\n");
+        for (size_t k = 0; k < x->noutputs; k++) {
+            weir_node *y = x->outputs[k];
+            sb_printf(&b, "  -> %s (%s, %d channel%s x %zu batches)%s\n", y->label,
+                      y->replicas > 1 ? (y->npart ? "hash split" : "round-robin")
+                                      : "direct",
+                      y->replicas, y->replicas > 1 ? "s" : "", cap,
+                      x->noutputs > 1 ? " broadcast" : "");
+        }
+    }
+    free(order);
+    return b.len;
+}
