@@ -103,6 +103,9 @@ struct run {
     size_t ncols;
     worker *workers;
     size_t nworkers;
+    /* OpenMP launcher: team threads still running a worker. */
+    _Atomic size_t team_running;
+    weir__ec team_done;
 };
 
 /* ---- errors ------------------------------------------------------------------- */
@@ -859,6 +862,7 @@ static void launch(run *r)
         size_t team = (size_t)omp_get_num_threads();
         pthread_t *extra = NULL;
         size_t nextra = 0;
+        if (t == 0) atomic_store(&r->team_running, team);
         if (t == 0 && team < n) {
             extra = malloc((n - team) * sizeof *extra);
             if (extra) nextra = start_pthreads(r, team, n, extra);
@@ -869,6 +873,18 @@ static void launch(run *r)
          * runs, so no worker sees a channel both live and abandoned. */
 #pragma omp barrier
         worker_main(&r->workers[t]);
+        /* Wait for the rest of the team here, parked, rather than at the
+         * region's closing barrier, where libgomp's default policy spins
+         * and would take CPU from the workers still running. */
+        if (atomic_fetch_sub(&r->team_running, 1) == 1) {
+            weir__ec_notify_all(&r->team_done);
+        } else {
+            for (;;) {
+                uint32_t key = weir__ec_prepare(&r->team_done);
+                if (atomic_load(&r->team_running) == 0) break;
+                weir__ec_wait(&r->team_done, key, UINT64_MAX);
+            }
+        }
         if (t == 0) {
             join_pthreads(extra, nextra);
             free(extra);
