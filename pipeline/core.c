@@ -54,13 +54,13 @@ void weir__futex_wait(_Atomic uint32_t *word, uint32_t expected,
     }
     /* Private futex: the word never lives in shared memory. EAGAIN (value
      * changed), EINTR and ETIMEDOUT all mean "re-check". */
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, tsp,
+    syscall(SYS_futex, (uint32_t *)(uintptr_t)word, FUTEX_WAIT_PRIVATE, expected, tsp,
             NULL, 0);
 }
 
 void weir__futex_wake(_Atomic uint32_t *word, int n)
 {
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+    syscall(SYS_futex, (uint32_t *)(uintptr_t)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
 void weir__ec_wake_slow(weir__ec *ec, uint32_t seen)

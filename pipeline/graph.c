@@ -28,6 +28,9 @@ const char *weir_arg_type_name(weir_arg_type t)
     case WEIR_ARG_BOOL: return "bool";
     case WEIR_ARG_STRING: return "string";
     case WEIR_ARG_LIST: return "list";
+    case WEIR_ARG_EXPR: return "expr";
+    case WEIR_ARG_COLUMNS: return "columns";
+    case WEIR_ARG_NAMED: return "named";
     }
     return "?";
 }
@@ -46,6 +49,17 @@ static void arg_clear(weir__arg *a)
     free(a->list);
     a->list = NULL;
     a->nlist = 0;
+    weir_expr_destroy(a->expr);
+    a->expr = NULL;
+    for (size_t i = 0; i < a->nnamed; i++) {
+        free(a->names[i]);
+        weir_expr_destroy(a->exprs[i]);
+    }
+    free(a->names);
+    free(a->exprs);
+    a->names = NULL;
+    a->exprs = NULL;
+    a->nnamed = 0;
 }
 
 static void node_free(weir_node *n)
@@ -57,6 +71,7 @@ static void node_free(weir_node *n)
     free(n->inputs);
     free(n->outputs);
     free(n->label);
+    weir_schema_release(n->schema);
     free(n);
 }
 
@@ -65,7 +80,18 @@ void weir_graph_destroy(weir_graph *g)
     if (!g) return;
     for (size_t i = 0; i < g->nnodes; i++) node_free(g->nodes[i]);
     free(g->nodes);
+    for (size_t i = 0; i < g->nstrings; i++) free(g->strings[i]);
+    free(g->strings);
     free(g);
+}
+
+const char *weir__graph_strdup(weir_graph *g, const char *s)
+{
+    char **ns = realloc(g->strings, (g->nstrings + 1) * sizeof *ns);
+    if (!ns) return NULL;
+    g->strings = ns;
+    if (!(ns[g->nstrings] = strdup(s))) return NULL;
+    return ns[g->nstrings++];
 }
 
 /* Parse a default given as text into a; used once per node at add time. */
@@ -81,6 +107,15 @@ static int arg_parse_default(weir__arg *a, const weir_arg_def *d)
         a->s = strdup(d->def);
         if (!a->s) return WEIR_ENOMEM;
         break;
+    case WEIR_ARG_EXPR: {
+        char err[256];
+        int rc = weir_expr_parse(&a->expr, d->def, "<default>", err, sizeof err);
+        if (rc) return rc;
+        break;
+    }
+    case WEIR_ARG_NAMED:
+        break;
+    case WEIR_ARG_COLUMNS:
     case WEIR_ARG_LIST:
         /* A default list is comma-separated ("" is the empty list). */
         for (const char *p = d->def; *p;) {
@@ -132,8 +167,13 @@ int weir_graph_add(weir_graph *g, const weir_stage_def *def, const char *label,
     n->nargs = na;
     n->args = calloc(na ? na : 1, sizeof *n->args);
     if (!n->label || !n->args) goto oom;
-    for (size_t i = 0; i < na; i++)
+    for (size_t i = 0; i < na; i++) {
+        n->args[i].def = &def->args[i];
+        /* Variadic arguments are optional: absent means empty. */
+        if (def->args[i].type == WEIR_ARG_NAMED || def->args[i].type == WEIR_ARG_COLUMNS)
+            n->args[i].set = true;
         if (arg_parse_default(&n->args[i], &def->args[i])) goto oom;
+    }
     g->nodes[g->nnodes++] = n;
     *out = n;
     return 0;
@@ -158,7 +198,8 @@ static int arg_for_set(weir_node *n, const char *name, weir_arg_type t,
         weir__graph_errorf(n->g, "stage '%s' has no argument '%s'", n->label, name);
         return WEIR_ENOTFOUND;
     }
-    bool ok = a->def->type == t || (a->def->type == WEIR_ARG_FLOAT && t == WEIR_ARG_INT);
+    bool ok = a->def->type == t || (a->def->type == WEIR_ARG_FLOAT && t == WEIR_ARG_INT) ||
+              (a->def->type == WEIR_ARG_COLUMNS && t == WEIR_ARG_LIST);
     if (!ok) {
         weir__graph_errorf(n->g, "stage '%s': argument '%s' must be %s, not %s",
                            n->label, name, weir_arg_type_name(a->def->type),
@@ -256,6 +297,58 @@ int weir_node_set_list(weir_node *n, const char *arg, const char *const *items,
     return 0;
 }
 
+int weir_node_set_expr(weir_node *n, const char *arg, const weir_expr *e)
+{
+    weir__arg *a;
+    WEIR__TRY(arg_for_set(n, arg, WEIR_ARG_EXPR, &a));
+    weir_expr *copy = weir_expr_clone(e);
+    if (!copy) return WEIR_ENOMEM;
+    weir_expr_destroy(a->expr);
+    a->expr = copy;
+    a->set = a->given = true;
+    return 0;
+}
+
+int weir_node_add_named(weir_node *n, const char *name, const weir_expr *e)
+{
+    weir__arg *a = NULL;
+    for (size_t i = 0; i < n->nargs && !a; i++)
+        if (n->args[i].def->type == WEIR_ARG_NAMED) a = &n->args[i];
+    if (!a) {
+        weir__graph_errorf(n->g, "stage '%s' has no argument '%s'", n->label, name);
+        return WEIR_ENOTFOUND;
+    }
+    for (size_t i = 0; i < a->nnamed; i++) {
+        if (strcmp(a->names[i], name) == 0) {
+            weir__graph_errorf(n->g, "stage '%s': '%s' is given twice", n->label, name);
+            return WEIR_EINVAL;
+        }
+    }
+    char **nn = realloc(a->names, (a->nnamed + 1) * sizeof *nn);
+    if (!nn) return WEIR_ENOMEM;
+    a->names = nn;
+    weir_expr **ne = realloc(a->exprs, (a->nnamed + 1) * sizeof *ne);
+    if (!ne) return WEIR_ENOMEM;
+    a->exprs = ne;
+    char *dup = strdup(name);
+    weir_expr *copy = weir_expr_clone(e);
+    if (!dup || !copy) {
+        free(dup);
+        weir_expr_destroy(copy);
+        return WEIR_ENOMEM;
+    }
+    a->names[a->nnamed] = dup;
+    a->exprs[a->nnamed] = copy;
+    a->nnamed++;
+    a->set = a->given = true;
+    return 0;
+}
+
+void weir_node_set_pos(weir_node *n, weir_pos pos) { n->pos = pos; }
+const weir_schema *weir_node_schema(const weir_node *n) { return n->schema; }
+const char *weir_node_label(const weir_node *n) { return n->label; }
+const weir_stage_def *weir_node_def(const weir_node *n) { return n->def; }
+
 int weir_node_partition(weir_node *n, const char *const *cols, size_t count)
 {
     if (count == 0) {
@@ -317,10 +410,34 @@ int weir_graph_connect(weir_graph *g, weir_node *from, weir_node *to)
 
 /* ---- validation --------------------------------------------------------------------- */
 
+/* "file:line:col: " for a node placed by a spec, else "". */
+static const char *where(const weir_node *n, char *buf, size_t size)
+{
+    if (!n->pos.file) return "";
+    snprintf(buf, size, "%s:%u:%u: ", n->pos.file, n->pos.line, n->pos.col);
+    return buf;
+}
+
+int weir_graph_check(weir_graph *g, const weir_run_opts *opts)
+{
+    weir_run_opts defaults = {0};
+    weir_node **order;
+    g->errmsg[0] = '\0';
+    int rc = weir__graph_validate(g, opts ? opts : &defaults, &order);
+    if (rc == 0) free(order);
+    return rc;
+}
+
+void weir__plan_stage_init(weir_stage *s, weir_node *n)
+{
+    *s = (weir_stage){.node = n, .nreplicas = n->replicas > 0 ? n->replicas : 1};
+}
+
 int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***order_out)
 {
     size_t n = g->nnodes;
     *order_out = NULL;
+    g->errmsg[0] = '\0';
     if (n == 0) {
         weir__graph_errorf(g, "the graph has no stages");
         return WEIR_ESPEC;
@@ -353,12 +470,14 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
     for (size_t i = 0; i < n; i++) {
         weir_node *x = order[i];
         const weir_stage_def *d = x->def;
+        char wbuf[256];
+        const char *W = where(x, wbuf, sizeof wbuf);
         if (d->in_kind != WEIR_KIND_NONE && x->ninputs == 0) {
-            weir__graph_errorf(g, "stage '%s' has no input", x->label);
+            weir__graph_errorf(g, "%sstage '%s' has no input", W, x->label);
             goto fail;
         }
         if (d->out_kind != WEIR_KIND_NONE && x->noutputs == 0) {
-            weir__graph_errorf(g, "output of '%s' is never used", x->label);
+            weir__graph_errorf(g, "%soutput of '%s' is never used", W, x->label);
             goto fail;
         }
         /* Resolve kinds in topological order. */
@@ -366,7 +485,7 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
         for (size_t k = 0; k < x->ninputs; k++) {
             weir_kind up = x->inputs[k]->out_kind;
             if (k > 0 && up != in) {
-                weir__graph_errorf(g, "stage '%s' joins %s with %s", x->label,
+                weir__graph_errorf(g, "%sstage '%s' joins %s with %s", W, x->label,
                                    weir_kind_name(in), weir_kind_name(up));
                 goto fail;
             }
@@ -374,20 +493,20 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
         }
         if (d->in_kind != WEIR_KIND_NONE && d->in_kind != WEIR_KIND_ANY &&
             in != d->in_kind) {
-            weir__graph_errorf(g, "stage '%s' expects %s but gets %s", x->label,
+            weir__graph_errorf(g, "%sstage '%s' expects %s but gets %s", W, x->label,
                                weir_kind_name(d->in_kind), weir_kind_name(in));
             goto fail;
         }
         x->in_kind = in;
         x->out_kind = d->out_kind == WEIR_KIND_ANY ? in : d->out_kind;
         if (d->out_kind == WEIR_KIND_ANY && in == WEIR_KIND_NONE) {
-            weir__graph_errorf(g, "stage '%s' cannot tell what it produces", x->label);
+            weir__graph_errorf(g, "%sstage '%s' cannot tell what it produces", W, x->label);
             goto fail;
         }
         /* Required arguments. */
         for (size_t k = 0; k < x->nargs; k++) {
             if (!x->args[k].set) {
-                weir__graph_errorf(g, "stage '%s' needs argument '%s'", x->label,
+                weir__graph_errorf(g, "%sstage '%s' needs argument '%s'", W, x->label,
                                    x->args[k].def->name);
                 goto fail;
             }
@@ -399,18 +518,46 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
         if (w > 1 && (d->flags & WEIR_STAGE_MULTI_IN)) w = 1;
         if (w > 1 && (d->flags & WEIR_STAGE_KEYED) && x->npart == 0) {
             if (x->workers > 1) {
-                weir__graph_errorf(g, "stage '%s' needs a partition key to run "
-                                   "with workers=%d", x->label, x->workers);
+                weir__graph_errorf(g, "%sstage '%s' needs a partition key to run "
+                                   "with workers=%d", W, x->label, x->workers);
                 goto fail;
             }
             w = 1;
         }
         if (x->npart && x->in_kind != WEIR_KIND_ROWS) {
-            weir__graph_errorf(g, "stage '%s': only rows can be partitioned by key",
+            weir__graph_errorf(g, "%sstage '%s': only rows can be partitioned by key", W,
                                x->label);
             goto fail;
         }
         x->replicas = w;
+        /* Schemas: what the stage will produce, checked before anything
+         * runs. All inputs of a fan-in must agree. */
+        weir_schema *in_schema = x->ninputs ? x->inputs[0]->schema : NULL;
+        for (size_t k = 1; k < x->ninputs; k++) {
+            weir_schema *other = x->inputs[k]->schema;
+            if (in_schema && other && !weir_schema_equal(in_schema, other)) {
+                weir__graph_errorf(g, "%sstage '%s': inputs have different columns "
+                                   "('%s' and '%s')", W, x->label, x->inputs[0]->label,
+                                   x->inputs[k]->label);
+                goto fail;
+            }
+            if (!other) in_schema = NULL;
+        }
+        weir_schema_release(x->schema);
+        x->schema = NULL;
+        if (d->plan) {
+            weir_stage ps;
+            weir__plan_stage_init(&ps, x);
+            int prc = d->plan(&ps, in_schema, &x->schema);
+            if (prc < 0) {
+                if (!g->errmsg[0])
+                    weir__graph_errorf(g, "%sstage '%s': %s", W, x->label, weir_strerror(prc));
+                rc = prc == WEIR_ENOMEM ? prc : WEIR_ESPEC;
+                goto fail;
+            }
+        } else if (x->out_kind == WEIR_KIND_ROWS && x->in_kind == WEIR_KIND_ROWS) {
+            x->schema = weir_schema_retain(in_schema);
+        }
     }
     *order_out = order;
     return 0;
@@ -427,7 +574,7 @@ const weir__arg *weir__stage_arg(const weir_node *n, const char *name,
     for (size_t i = 0; i < n->nargs; i++) {
         const weir__arg *a = &n->args[i];
         if (strcmp(a->def->name, name) != 0) continue;
-        if (a->def->type != t) {
+        if (a->def->type != t && !(t == WEIR_ARG_LIST && a->def->type == WEIR_ARG_COLUMNS)) {
             fprintf(stderr, "weir: bug in stage '%s': argument '%s' is %s, read as %s\n",
                     n->def->name, name, weir_arg_type_name(a->def->type),
                     weir_arg_type_name(t));

@@ -15,8 +15,12 @@ typedef struct weir__arg {
     double f;
     bool b;
     char *s;
-    char **list;
+    char **list;      /* LIST, COLUMNS */
     size_t nlist;
+    weir_expr *expr;  /* EXPR */
+    char **names;     /* NAMED: names[i] = exprs[i] */
+    weir_expr **exprs;
+    size_t nnamed;
 } weir__arg;
 
 struct weir_node {
@@ -37,6 +41,8 @@ struct weir_node {
     /* Resolved by validation. */
     weir_kind in_kind, out_kind;
     int replicas;
+    weir_schema *schema; /* output schema from plan(), NULL if unknown */
+    weir_pos pos;
     /* Counters of the last run, summed over replicas. */
     weir_node_stats stats;
 };
@@ -44,8 +50,13 @@ struct weir_node {
 struct weir_graph {
     weir_node **nodes;
     size_t nnodes, cap;
+    char **strings;   /* kept for the graph's life (spec file names) */
+    size_t nstrings;
     char errmsg[1024];
 };
+
+/* A copy of s that lives as long as g. @return it, or NULL (no memory). */
+const char *weir__graph_strdup(weir_graph *g, const char *s);
 
 void weir__graph_errorf(weir_graph *g, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -54,6 +65,26 @@ void weir__graph_errorf(weir_graph *g, const char *fmt, ...)
  * *order is a malloc'd topological order of the nodes.
  * @return 0, WEIR_ESPEC (message in g->errmsg) or WEIR_ENOMEM. */
 int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***order);
+
+/* A physical stage instance (one replica). Plan-time handles have r NULL. */
+struct weir_stage {
+    struct run *r;
+    weir_node *node;
+    int replica, nreplicas;
+    void *state;
+    struct pchan **in;    /* input ports, read in order (concat) or one (merge) */
+    size_t nin;
+    struct emitter *out;
+    bool ordered_replica; /* groups end with WEIR_BATCH_END_OF_GROUP */
+    bool in_finish;
+    bool downstream_gone;
+    bool opened;          /* open() was called: close() is due */
+    weir_batch *pending;  /* ordered replica: held until the group ends */
+    weir_node_stats st;
+};
+
+/* A stage handle for plan-time callbacks (no run): errors go to the graph. */
+void weir__plan_stage_init(weir_stage *s, weir_node *n);
 
 /* The resolved argument `name` of type t; aborts on a stage bug. */
 const weir__arg *weir__stage_arg(const weir_node *n, const char *name,

@@ -55,20 +55,6 @@ typedef struct emitter {
 
 typedef struct run run;
 
-struct weir_stage {
-    run *r;
-    weir_node *node;
-    int replica, nreplicas;
-    void *state;
-    pchan **in;        /* input ports, read in order (concat) or one (merge) */
-    size_t nin;
-    emitter *out;
-    bool ordered_replica; /* groups end with WEIR_BATCH_END_OF_GROUP */
-    bool in_finish;
-    bool downstream_gone;
-    weir_batch *pending;  /* ordered replica: held until the group ends */
-    weir_node_stats st;
-};
 
 typedef struct collector {
     run *r;
@@ -128,15 +114,55 @@ static void run_fail(run *r, int code, const char *fmt, ...)
     if (first) weir_ctx_cancel(r->ctx, code);
 }
 
+/* "stage 'NAME'" or "stage 'NAME' (file:line:col)". */
+static void stage_where(const weir_node *n, char *buf, size_t size)
+{
+    if (n->pos.file)
+        snprintf(buf, size, "stage '%s' (%s:%u:%u)", n->label, n->pos.file,
+                 n->pos.line, n->pos.col);
+    else
+        snprintf(buf, size, "stage '%s'", n->label);
+}
+
 int weir_stage_errorf(weir_stage *s, int code, const char *fmt, ...)
 {
-    char msg[768];
+    char msg[768], where[256];
     va_list ap;
     va_start(ap, fmt);
     weir__vfmt(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    run_fail(s->r, code, "stage '%s': %s", s->node->label, msg);
+    stage_where(s->node, where, sizeof where);
+    if (!s->r) { /* plan time: the graph keeps the first message */
+        if (!s->node->g->errmsg[0]) weir__graph_errorf(s->node->g, "%s: %s", where, msg);
+        return code;
+    }
+    run_fail(s->r, code, "%s: %s", where, msg);
     return code;
+}
+
+weir_pos weir_stage_pos(const weir_stage *s) { return s->node->pos; }
+
+long weir_stage_peek(weir_stage *s, void *buf, size_t size)
+{
+    const weir_node *n = s->node;
+    if (n->ninputs != 1 || !n->inputs[0]->def->peek) return WEIR_ENOTFOUND;
+    weir_stage up;
+    weir__plan_stage_init(&up, n->inputs[0]);
+    return n->inputs[0]->def->peek(&up, buf, size);
+}
+
+const weir_expr *weir_stage_arg_expr(const weir_stage *s, const char *name)
+{
+    return weir__stage_arg(s->node, name, WEIR_ARG_EXPR)->expr;
+}
+
+size_t weir_stage_arg_named(const weir_stage *s, const char *name,
+                            const char *const **names, const weir_expr *const **exprs)
+{
+    const weir__arg *a = weir__stage_arg(s->node, name, WEIR_ARG_NAMED);
+    *names = (const char *const *)a->names;
+    *exprs = (const weir_expr *const *)a->exprs;
+    return a->nnamed;
 }
 
 /* ---- stage accessors ------------------------------------------------------------ */
@@ -401,8 +427,9 @@ static void note_result(weir_stage *s, int rc, const char *what)
 {
     if (rc >= 0) return;
     if (is_ctx_err(rc) && weir_ctx_done(s->r->ctx)) return; /* a consequence */
-    run_fail(s->r, rc, "stage '%s': %s failed: %s", s->node->label, what,
-             weir_strerror(rc));
+    char where[256];
+    stage_where(s->node, where, sizeof where);
+    run_fail(s->r, rc, "%s: %s failed: %s", where, what, weir_strerror(rc));
 }
 
 static int process_one(weir_stage *s, weir_batch *b)
@@ -455,6 +482,7 @@ static int instance_loop(weir_stage *s)
 static void instance_main(weir_stage *s)
 {
     const weir_stage_def *d = s->node->def;
+    s->opened = true;
     int rc = d->open ? d->open(s) : 0;
     if (rc < 0) note_result(s, rc, "open");
     if (rc == 0) {
@@ -469,7 +497,6 @@ static void instance_main(weir_stage *s)
     /* Stop taking input (upstream sees CLOSED) and release our outputs. */
     for (size_t i = 0; i < s->nin; i++) pchan_abandon(s->in[i]);
     emitter_close(s->out);
-    if (d->close) d->close(s);
 }
 
 static int collector_forward(collector *c, weir_batch *b)
@@ -915,10 +942,26 @@ int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
     if (rc == 0) {
         launch(&r);
         rc = r.err;
-        if (rc == 0 && ctx && weir_ctx_done(ctx)) {
+        if (rc == 0 && ctx && weir_ctx_done(ctx)) rc = weir_ctx_err(ctx);
+        /* Outputs become visible only when everything succeeded. */
+        for (size_t i = 0; rc == 0 && i < r.ninsts; i++) {
+            weir_stage *s = r.insts[i];
+            if (s->node->def->commit) {
+                int crc = s->node->def->commit(s);
+                if (crc < 0) {
+                    note_result(s, crc, "commit");
+                    rc = r.err ? r.err : crc;
+                }
+            }
+        }
+        for (size_t i = 0; i < r.ninsts; i++) {
+            weir_stage *s = r.insts[i];
+            if (s->opened && s->node->def->close) s->node->def->close(s);
+        }
+        if (rc == 0) rc = r.err;
+        if (is_ctx_err(rc) && !r.errmsg[0]) {
             /* Cancelled from outside: the workers stopped without a stage
              * error of their own. */
-            rc = weir_ctx_err(ctx);
             snprintf(r.errmsg, sizeof r.errmsg, "%s",
                      rc == WEIR_EDEADLINE ? "deadline exceeded" : "canceled");
         }

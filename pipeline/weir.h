@@ -12,8 +12,10 @@
  *   3. tasks           (weir_go, weir_wg, weir_group)
  *   4. channels        (weir_chan)    — bounded, lock-free, Go semantics
  *   5. batches         (weir_batch, weir_schema, weir_pool)
- *   6. stages          (weir_stage_def, weir_stage)
- *   7. graphs          (weir_graph, weir_node)
+ *   6. expressions     (weir_expr, weir_eval)
+ *   7. stages          (weir_stage_def, weir_stage)
+ *   8. graphs          (weir_graph, weir_node)
+ *   9. specs           (weir_spec_compile)
  *
  * Conventions, kept everywhere:
  *   - A function that can fail returns int: 0 (or a count) is success, a
@@ -422,19 +424,147 @@ WEIR_API int weir_pool_get(weir_pool *p, weir_batch **out);
 WEIR_API void weir_pool_destroy(weir_pool *p);
 
 /* ------------------------------------------------------------------------ */
-/* 6. Stages                                                                */
+/* 6. Expressions                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* A place in a spec: 1-based line and column (in bytes). `file` is "<expr>"
+ * for -e text; it points into storage owned by the spec or expression. */
+typedef struct weir_pos {
+    const char *file;
+    uint32_t line, col;
+} weir_pos;
+
+typedef enum weir_expr_kind {
+    WEIR_EXPR_NUM,    /* number literal: num (and ival when is_int) */
+    WEIR_EXPR_STR,    /* string literal: str/len ($vars become strings) */
+    WEIR_EXPR_BOOL,   /* true / false: ival 1 / 0 */
+    WEIR_EXPR_COL,    /* column reference: str is the name */
+    WEIR_EXPR_LIST,   /* [a, b, …]: args */
+    WEIR_EXPR_CALL,   /* function call: str is the name, args the arguments */
+    WEIR_EXPR_UNARY,  /* op args[0] */
+    WEIR_EXPR_BINARY, /* args[0] op args[1] */
+} weir_expr_kind;
+
+typedef enum weir_op {
+    WEIR_OP_NONE = 0,
+    WEIR_OP_NEG, WEIR_OP_NOT,                                     /* unary */
+    WEIR_OP_ADD, WEIR_OP_SUB, WEIR_OP_MUL, WEIR_OP_DIV, WEIR_OP_MOD,
+    WEIR_OP_EQ, WEIR_OP_NE, WEIR_OP_LT, WEIR_OP_LE, WEIR_OP_GT, WEIR_OP_GE,
+    WEIR_OP_AND, WEIR_OP_OR,
+} weir_op;
+
+/* An expression tree, as parsed: independent of any schema. Public so that
+ * stages can read their arguments' shape (group reads `sum(fare)`). */
+typedef struct weir_expr weir_expr;
+struct weir_expr {
+    weir_expr_kind kind;
+    weir_op op;
+    weir_pos pos;
+    bool is_int;   /* NUM: written as an integer that fits int64 */
+    int64_t ival;
+    double num;
+    char *str;     /* STR text (NUL-terminated, may hold NULs: use len), COL/CALL name */
+    size_t len;
+    weir_expr **args;
+    size_t nargs;
+};
+
+/* Parse one expression from text (the spec's expression grammar).
+ * file names the text in positions (NULL: "<expr>").
+ * @return 0; WEIR_ESPEC with "file:line:col: message" in err; WEIR_ENOMEM. */
+WEIR_API int weir_expr_parse(weir_expr **out, const char *text, const char *file,
+                             char *err, size_t errsize);
+/* Deep copy (positions keep pointing at the same file name). @return the
+ * copy, or NULL when out of memory. */
+WEIR_API weir_expr *weir_expr_clone(const weir_expr *e);
+/* Free a tree. NULL is a no-op. */
+WEIR_API void weir_expr_destroy(weir_expr *e);
+/* Write the expression back as spec text (like snprintf). @return the
+ * length it needed. */
+WEIR_API size_t weir_expr_format(const weir_expr *e, char *buf, size_t size);
+
+/*
+ * Evaluation. An expression is compiled once against a schema (columns
+ * resolved to indices, functions checked) and then evaluated over whole
+ * batches, with no allocation per row.
+ *
+ * Values and nulls — what `filter` and `compute` rely on:
+ *   - a field is text; it "is a number" when the whole field parses as one
+ *     (decimal integer or float, optional sign; no spaces);
+ *   - arithmetic converts its operands to numbers; text that is not a number
+ *     is null, and null in arithmetic gives null; `/` is floating-point;
+ *     `%` on integers is the integer remainder; dividing by zero gives null;
+ *     integer overflow continues in floating point;
+ *   - a comparison is numeric when both sides are numbers (a number value,
+ *     or text that is a number); when one side is a number value and the
+ *     other text that is not, the text is null; otherwise text compares
+ *     as bytes. Any comparison with a null is false (`!=` too);
+ *   - `&&`, `||`, `!` and filter take truth: true, a non-zero number and
+ *     non-empty text are true; false, 0, "" and null are false.
+ */
+typedef enum weir_val_type {
+    WEIR_VAL_NULL,
+    WEIR_VAL_NUM,
+    WEIR_VAL_STR,
+    WEIR_VAL_BOOL,
+} weir_val_type;
+
+typedef struct weir_value {
+    weir_val_type type;
+    bool is_int;               /* NUM: an exact integer in i */
+    int64_t i;                 /* NUM when is_int; BOOL: 0 or 1 */
+    double num;                /* NUM (also set when is_int) */
+    const unsigned char *str;  /* STR: bytes (not NUL-terminated) */
+    size_t len;
+} weir_value;
+
+typedef struct weir_eval weir_eval;
+
+/* Compile e against schema. Unknown columns and functions, and wrong
+ * argument counts, are errors here, never at run time.
+ * @return 0; WEIR_ESPEC with "file:line:col: unknown column 'x'" (or the
+ * like) in err; WEIR_ENOMEM. */
+WEIR_API int weir_eval_create(weir_eval **out, const weir_expr *e,
+                              const weir_schema *schema, char *err,
+                              size_t errsize);
+/* Evaluate for every row of b (whose schema must equal the compiled one):
+ * out[r] for r < b->nrows. Strings in out point into b or into the eval's
+ * scratch space: valid until the next call on ev or until b is released.
+ * Not thread-safe per ev (one per replica). @return 0 or WEIR_ENOMEM. */
+WEIR_API int weir_eval_batch(weir_eval *ev, const weir_batch *b, weir_value *out);
+/* Evaluate an expression that uses no columns (a constant). @return 0,
+ * WEIR_EINVAL if it reads a column, or WEIR_ENOMEM. */
+WEIR_API int weir_eval_const(weir_eval *ev, weir_value *out);
+/* Free. NULL is a no-op. */
+WEIR_API void weir_eval_destroy(weir_eval *ev);
+/* @return the truth of v, as filter uses it. */
+WEIR_API bool weir_value_truth(const weir_value *v);
+/* Write v as output text: integers without a point, floats in the shortest
+ * form that reads back exactly (%.17g trimmed), true/false, null as "".
+ * @return the length it needed (like snprintf). */
+WEIR_API size_t weir_value_format(const weir_value *v, char *buf, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* 7. Stages                                                                */
 /* ------------------------------------------------------------------------ */
 
 /* Argument types of a stage's argument table. */
 typedef enum weir_arg_type {
-    WEIR_ARG_INT,    /* int64 */
-    WEIR_ARG_FLOAT,  /* double */
+    WEIR_ARG_INT,     /* int64 */
+    WEIR_ARG_FLOAT,   /* double */
     WEIR_ARG_BOOL,
     WEIR_ARG_STRING,
-    WEIR_ARG_LIST,   /* a list of strings (column names, …) */
+    WEIR_ARG_LIST,    /* a list of strings (column names, …); one name is a
+                         list of one */
+    WEIR_ARG_EXPR,    /* an expression over the input's columns */
+    WEIR_ARG_COLUMNS, /* the remaining positional arguments, as column
+                         names (select(a, b, c)); read with _arg_list */
+    WEIR_ARG_NAMED,   /* the remaining name=expression arguments
+                         (compute(x = a + b, …)); read with _arg_named */
 } weir_arg_type;
 
-/* @return "int", "float", "bool", "string" or "list". */
+/* @return "int", "float", "bool", "string", "list", "expr", "columns" or
+ * "named". */
 WEIR_API const char *weir_arg_type_name(weir_arg_type t);
 
 typedef struct weir_arg_def {
@@ -488,6 +618,26 @@ typedef struct weir_stage_def {
     int (*process)(weir_stage *s, weir_batch *in);
     int (*finish)(weir_stage *s);
     void (*close)(weir_stage *s);
+    /* Before any run, once per node, in topological order, on the caller's
+     * thread (`weir check` runs only this): check arguments and say what
+     * the output schema will be. `in` is the input's schema, or NULL when it
+     * is not known before running (stdin, a stage that cannot tell). Set
+     * *out to a new reference, or leave it NULL for "unknown"; a stage
+     * without plan passes its input schema on. Return 0, or
+     * weir_stage_errorf(s, WEIR_ESPEC, …) — the run does not start. Only
+     * the arg getters, weir_stage_name, weir_stage_errorf and
+     * weir_stage_peek may be used on s here. */
+    int (*plan)(weir_stage *s, const weir_schema *in, weir_schema **out);
+    /* Sources of bytes: copy the first bytes the stage would produce (up to
+     * size) into buf without consuming anything, so that a parser
+     * downstream can read a header at plan time. @return the count, or a
+     * negative code (a message via weir_stage_errorf). */
+    long (*peek)(weir_stage *s, void *buf, size_t size);
+    /* After the whole run has succeeded, on the caller's thread, in
+     * topological order: make outputs visible (rename temporaries). An
+     * error here fails the run. Not called after a failure or a cancel:
+     * close() must then remove whatever the stage left. */
+    int (*commit)(weir_stage *s);
 } weir_stage_def;
 
 /* Arguments, resolved against the def's table (defaults applied). Asking
@@ -503,6 +653,20 @@ WEIR_API size_t weir_stage_arg_list(const weir_stage *s, const char *name,
                                     const char *const **items);
 /* @return true if the user gave the argument (not just the default). */
 WEIR_API bool weir_stage_arg_given(const weir_stage *s, const char *name);
+/* @return an EXPR argument's tree (valid for the run), or NULL if unset. */
+WEIR_API const weir_expr *weir_stage_arg_expr(const weir_stage *s, const char *name);
+/* A NAMED argument: @return the number of pairs; names[i] = exprs[i], in
+ * spec order (valid for the run). */
+WEIR_API size_t weir_stage_arg_named(const weir_stage *s, const char *name,
+                                     const char *const **names,
+                                     const weir_expr *const **exprs);
+/* Where the stage is in the spec (file NULL when built by the graph API). */
+WEIR_API weir_pos weir_stage_pos(const weir_stage *s);
+/* At plan time: the first bytes of the stream this stage reads, from the
+ * nearest upstream source with a peek callback, through stages that pass
+ * bytes unchanged. @return the count; WEIR_ENOTFOUND if no upstream can
+ * tell (stdin, a transforming stage); or a negative error. */
+WEIR_API long weir_stage_peek(weir_stage *s, void *buf, size_t size);
 
 /* Per-instance state for the callbacks to keep. */
 WEIR_API void *weir_stage_state(const weir_stage *s);
@@ -534,7 +698,7 @@ WEIR_API int weir_stage_errorf(weir_stage *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* ------------------------------------------------------------------------ */
-/* 7. Graphs                                                                */
+/* 8. Graphs                                                                */
 /* ------------------------------------------------------------------------ */
 
 /*
@@ -583,6 +747,23 @@ WEIR_API int weir_node_set_str(weir_node *n, const char *arg, const char *v);
 WEIR_API int weir_node_set_list(weir_node *n, const char *arg,
                                 const char *const *items, size_t count);
 
+/* Set an EXPR argument (the tree is copied). @return as weir_node_set_int. */
+WEIR_API int weir_node_set_expr(weir_node *n, const char *arg, const weir_expr *e);
+/* Append name = e to a NAMED argument (copied); a name not in the table
+ * goes to the table's NAMED entry, if it has one. @return 0,
+ * WEIR_ENOTFOUND (no NAMED entry), WEIR_EINVAL (name given twice) or
+ * WEIR_ENOMEM. */
+WEIR_API int weir_node_add_named(weir_node *n, const char *name, const weir_expr *e);
+/* Record where the node is in the spec, for messages ("stage 'csv'
+ * (etl.weir:2:23): …"). file must outlive the graph. */
+WEIR_API void weir_node_set_pos(weir_node *n, weir_pos pos);
+/* The schema plan() gave the node's output at the last validation, or NULL
+ * (unknown, or not validated). Borrowed from the graph. */
+WEIR_API const weir_schema *weir_node_schema(const weir_node *n);
+/* The node's label, and its stage definition. */
+WEIR_API const char *weir_node_label(const weir_node *n);
+WEIR_API const weir_stage_def *weir_node_def(const weir_node *n);
+
 /* Partition the node's input by the hash of these columns (rows only): with
  * N replicas, rows whose key fields are equal reach the same replica.
  * Stages flagged WEIR_STAGE_KEYED must have it when workers > 1.
@@ -608,6 +789,11 @@ enum weir_launch {
     WEIR_LAUNCH_OPENMP = 1,  /* one OpenMP thread per physical stage */
     WEIR_LAUNCH_PTHREAD = 2, /* one pthread per physical stage */
 };
+
+/* Validate the graph without running it: structure, kinds, arguments, and
+ * every stage's plan() (schemas, columns). @return 0, WEIR_ESPEC (message
+ * in weir_graph_errmsg) or WEIR_ENOMEM. */
+WEIR_API int weir_graph_check(weir_graph *g, const weir_run_opts *opts);
 
 /* Validate, expand and run the graph until every stage has ended, one has
  * failed, or ctx (may be NULL) is done. Blocks the caller; the caller's
@@ -642,8 +828,39 @@ WEIR_API size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts,
  * fan-in), "concat" (fan-in, inputs one after another), and more as they
  * are added. @return the definition, or NULL if no stage has that name. */
 WEIR_API const weir_stage_def *weir_stage_find(const char *name);
-/* @return the number of built-in stages; *defs points at the list. */
+/* @return the number of stages known (built-in, then registered); *defs
+ * points at the list, valid until the next weir_stage_register. */
 WEIR_API size_t weir_stage_list(const weir_stage_def *const **defs);
+/* Make a stage known by name to weir_stage_find and to specs; def must
+ * outlive its use. Not thread-safe: register before compiling specs.
+ * @return 0; WEIR_EINVAL (ABI mismatch, no name or process, or the name is
+ * taken); WEIR_ENOMEM. */
+WEIR_API int weir_stage_register(const weir_stage_def *def);
+
+/* ------------------------------------------------------------------------ */
+/* 9. Specs                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Options for weir_spec_compile; zero-initialise. */
+typedef struct weir_spec_opts {
+    const char *const *vars; /* "name=value" strings, for $name */
+    size_t nvars;
+    bool oneliner;           /* -e text: a last chain without a sink
+                                writes CSV to stdout */
+} weir_spec_opts;
+
+/*
+ * Compile spec text into a new graph (see the spec language in DESIGN.md):
+ * statements `let NAME = chain` and `chain`, chains of stage calls joined
+ * by `|`, stage arguments positional or name=value. Stages are looked up in
+ * the registry. `file` names the text in positions ("<expr>" for -e).
+ * The graph keeps its own copy of file and of every expression.
+ * @return 0 with *out set; WEIR_ESPEC with "file:line:col: message" in err;
+ * WEIR_ENOMEM.
+ */
+WEIR_API int weir_spec_compile(weir_graph **out, const char *text, size_t len,
+                               const char *file, const weir_spec_opts *opts,
+                               char *err, size_t errsize);
 
 #ifdef __cplusplus
 }
