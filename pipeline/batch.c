@@ -151,6 +151,9 @@ void weir_batch_reset(weir_batch *b)
     b->row_open = 0;
     b->flags = 0;
     b->seq = 0;
+    b->origin = NULL;
+    b->offset = 0;
+    b->line = 0;
 }
 
 void weir_batch_release(weir_batch *b)

@@ -357,6 +357,15 @@ typedef struct weir_batch {
     uint32_t ncols;
     weir_field *fields;   /* rows: nrows * ncols slices */
     size_t fields_cap;    /* rows: slices allocated */
+    /* Provenance, for messages: the input this batch's data came from (a
+     * file name, "-" for stdin; static for the run, owned by the source
+     * stage; NULL if none) and the byte offset of data[0] (bytes) or of the
+     * first row (rows) in that input, uncompressed. A new origin pointer
+     * means a new input began (a parser reads a new header). Set by
+     * sources; stages that derive a batch from another copy them. */
+    const char *origin;
+    uint64_t offset;
+    uint64_t line;        /* rows: 1-based line of the first row, or 0 */
     /* private */
     weir_pool *pool;
     int refs;

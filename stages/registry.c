@@ -8,8 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* In the order `weir stages` lists them: sources, parsers and formatters,
+ * transforms, sinks, fan-in. */
 static const weir_stage_def *const builtins[] = {
-    &weir__stage_merge,
+    &weir__stage_read,    &weir__stage_gen,     &weir__stage_csv,
+    &weir__stage_to_csv,  &weir__stage_to_jsonl, &weir__stage_zstd,
+    &weir__stage_unzstd,  &weir__stage_filter,  &weir__stage_select,
+    &weir__stage_drop,    &weir__stage_rename,  &weir__stage_compute,
+    &weir__stage_head,    &weir__stage_sample,  &weir__stage_write,
+    &weir__stage_discard, &weir__stage_count,   &weir__stage_merge,
     &weir__stage_concat,
 };
 #define NBUILTIN (sizeof builtins / sizeof *builtins)
@@ -23,8 +30,8 @@ static void ensure_all(void)
     if (all) return;
     all = malloc(NBUILTIN * sizeof *all);
     if (!all) return;
-    memcpy(all, builtins, sizeof builtins);
-    nall = NBUILTIN;
+    for (size_t i = 0; i < NBUILTIN; i++)
+        if (builtins[i]) all[nall++] = builtins[i]; /* weak: may be missing */
 }
 
 const weir_stage_def *weir_stage_find(const char *name)
@@ -39,12 +46,8 @@ const weir_stage_def *weir_stage_find(const char *name)
 size_t weir_stage_list(const weir_stage_def *const **defs)
 {
     ensure_all();
-    if (!all) { /* out of memory: the built-ins still work */
-        *defs = builtins;
-        return NBUILTIN;
-    }
     *defs = all;
-    return nall;
+    return all ? nall : 0;
 }
 
 int weir_stage_register(const weir_stage_def *def)
