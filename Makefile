@@ -29,10 +29,13 @@ WARN := -Wall -Wextra -Wshadow -Wcast-qual -Wstrict-prototypes \
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(WERROR) -fopenmp \
               -MMD -MP -Ipipeline $(SAN) $(CFLAGS)
 LIBCFLAGS  := $(CFLAGS_ALL) -fPIC -fvisibility=hidden -DWEIR_BUILDING
-LDLIBS_ALL := -lzstd -lpthread $(LDLIBS)
+LDLIBS_ALL := -lcsv -lzstd -lpthread $(LDLIBS)
 LDFLAGS_ALL := -fopenmp $(SAN) $(LDFLAGS)
 
 LIB_SRC  := $(wildcard pipeline/*.c) $(wildcard stages/*.c)
+# Every object of the archive: the stage registry refers to stages weakly
+# while they are being written, and a weak reference pulls nothing in.
+LINK_LIB = -Wl,--whole-archive $(STATIC) -Wl,--no-whole-archive
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 STRESS_SRC := $(wildcard tests/stress/*.c)
@@ -70,16 +73,16 @@ $(SHARED): $(LIB_OBJ)
 	ln -sf $(SONAME) $(B)/libweir.so
 
 $(WEIR): $(CLI_OBJ) $(STATIC)
-	$(CC) -o $@ $(CLI_OBJ) $(STATIC) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+	$(CC) -o $@ $(CLI_OBJ) $(LINK_LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
 $(B)/tests/%: tests/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) \
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LINK_LIB) \
 	      $(LDFLAGS_ALL) -lcriterion $(LDLIBS_ALL)
 
 $(B)/stress/%: tests/stress/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LINK_LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
 # ---- dependencies -------------------------------------------------------
 # Installs the Debian packages weir needs when one is missing.
@@ -131,12 +134,12 @@ demo: deps
 
 $(B)/examples/%: stages/examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) \
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LINK_LIB) \
 	      $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
 $(B)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) \
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LINK_LIB) \
 	      $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
 bench: deps

@@ -1,43 +1,91 @@
 /*
- * weir — the command line. At this stage of the project it answers
- * --version and --help; the spec language and subcommands come next.
+ * main.c — the weir command: dispatch to subcommands, shared helpers.
  */
-#include "weir.h"
+#include "cli.h"
 
-#include <stdio.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("weir: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_duration(const char *s, double *secs)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !isfinite(v) || v < 0) return -1;
+    double mul;
+    if (*end == '\0' || strcmp(end, "s") == 0) mul = 1;
+    else if (strcmp(end, "ms") == 0) mul = 1e-3;
+    else if (strcmp(end, "m") == 0) mul = 60;
+    else if (strcmp(end, "h") == 0) mul = 3600;
+    else return -1;
+    *secs = v * mul;
+    return 0;
+}
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: weir [--help] [--version]\n"
+            "usage: weir COMMAND [options]\n"
             "\n"
-            "weir runs parallel batch data pipelines: stages joined by bounded\n"
-            "lock-free channels, cancelled cleanly on the first error.\n"
+            "weir runs parallel batch data pipelines described by a spec:\n"
+            "stages joined by bounded lock-free channels, run on every core,\n"
+            "cancelled cleanly on the first error, Ctrl-C or a timeout.\n"
             "\n"
-            "This build provides the library (libweir, weir.h) and these options:\n"
-            "  -h, --help     show this help and exit\n"
-            "  -V, --version  print the version and exit\n"
+            "commands:\n"
+            "  run SPEC | -e TEXT   run a pipeline\n"
+            "  check SPEC           parse and validate; errors as file:line:col\n"
+            "  explain SPEC         show the physical graph (--dot for Graphviz)\n"
+            "  stages [NAME]        list the stages, or one stage's arguments\n"
+            "  gen KIND             write a generated dataset (trips)\n"
             "\n"
-            "The subcommands run, check, explain, stages, gen and bench are not\n"
-            "implemented yet.\n");
+            "  weir COMMAND --help  options of a command\n"
+            "  weir --version       the version\n"
+            "\n"
+            "example:\n"
+            "  weir run -e 'read(\"trips.csv\") | csv() | filter(fare > 50) | head(5)'\n"
+            "\n"
+            "exit status: 0 success, 1 runtime or data error, 2 usage or spec\n"
+            "error, 130/143 interrupted by SIGINT/SIGTERM.\n");
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
-        return 2;
+        return EXIT_USAGE;
     }
-    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 ||
+        strcmp(cmd, "version") == 0) {
         printf("weir %s\n", weir_version_string());
-        return 0;
+        return EXIT_OK;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
-        return 0;
+        return EXIT_OK;
     }
-    fprintf(stderr, "weir: unknown command or option '%s' (try 'weir --help')\n",
-            argv[1]);
-    return 2;
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {
+        {"run", cmd_run},         {"check", cmd_check}, {"explain", cmd_explain},
+        {"stages", cmd_stages},   {"gen", cmd_gen},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+        if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
+    cli_error("unknown command '%s' (try 'weir --help')", cmd);
+    return EXIT_USAGE;
 }

@@ -1001,6 +1001,17 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
     if (k > 0) b->len += (size_t)k;
 }
 
+static void sb_schema(sbuf *b, const weir_schema *s)
+{
+    size_t n = weir_schema_ncols(s);
+    for (size_t c = 0; c < n; c++) sb_printf(b, "%s%s", c ? ", " : "", weir_schema_name(s, c));
+}
+
+static const char *dist_name(const weir_node *y)
+{
+    return y->replicas > 1 ? (y->npart ? "hash split" : "round-robin") : "direct";
+}
+
 size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
                            size_t size)
 {
@@ -1014,25 +1025,101 @@ size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
         return b.len;
     }
     size_t cap = o->chan_capacity ? o->chan_capacity : 16;
+    size_t threads = 0, chans = 0;
     for (size_t i = 0; i < g->nnodes; i++) {
         weir_node *x = order[i];
-        sb_printf(&b, "%s [%s] %s -> %s", x->label, x->def->name,
-                  weir_kind_name(x->in_kind), weir_kind_name(x->out_kind));
+        threads += (size_t)x->replicas + (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE);
+        sb_printf(&b, "%s", x->label);
+        if (x->pos.file) sb_printf(&b, " (%s:%u:%u)", x->pos.file, x->pos.line, x->pos.col);
+        sb_printf(&b, ": %s -> %s", weir_kind_name(x->in_kind), weir_kind_name(x->out_kind));
         if (x->replicas > 1) {
-            sb_printf(&b, ", %d replicas (%s in, %s collector)", x->replicas,
-                      x->npart ? "hash" : "round-robin",
-                      x->ordered && !x->npart ? "ordered" : "unordered");
+            bool ordered = x->ordered && !x->npart && !(x->def->flags & WEIR_STAGE_MULTI_IN);
+            sb_printf(&b, ", %d replicas, %s collector", x->replicas,
+                      ordered ? "ordered" : "unordered");
         }
         sb_printf(&b, "\n");
+        if (x->schema) {
+            sb_printf(&b, "    columns: ");
+            sb_schema(&b, x->schema);
+            sb_printf(&b, "\n");
+        }
         for (size_t k = 0; k < x->noutputs; k++) {
             weir_node *y = x->outputs[k];
-            sb_printf(&b, "  -> %s (%s, %d channel%s x %zu batches)%s\n", y->label,
-                      y->replicas > 1 ? (y->npart ? "hash split" : "round-robin")
-                                      : "direct",
-                      y->replicas, y->replicas > 1 ? "s" : "", cap,
-                      x->noutputs > 1 ? " broadcast" : "");
+            chans += (size_t)y->replicas;
+            sb_printf(&b, "    -> %s: %s, %d channel%s of %zu batches%s\n", y->label,
+                      dist_name(y), y->replicas, y->replicas > 1 ? "s" : "", cap,
+                      x->noutputs > 1 ? " (broadcast)" : "");
         }
     }
+    sb_printf(&b, "%zu worker threads, %zu edge channels of %zu batches\n", threads, chans,
+              cap);
+    free(order);
+    return b.len;
+}
+
+/* A dot identifier-safe label: quotes and backslashes escaped. */
+static void sb_dot_str(sbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') sb_printf(b, "\\");
+        if (*s == '\n') sb_printf(b, "\\n");
+        else sb_printf(b, "%c", *s);
+    }
+}
+
+size_t weir_graph_dot(weir_graph *g, const weir_run_opts *opts, char *buf, size_t size)
+{
+    weir_run_opts defaults = {0};
+    const weir_run_opts *o = opts ? opts : &defaults;
+    sbuf b = {buf, size, 0};
+    if (size) buf[0] = '\0';
+    sb_printf(&b, "digraph weir {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
+    weir_node **order;
+    if (weir__graph_validate(g, o, &order)) {
+        sb_printf(&b, "  error [label=\"");
+        sb_dot_str(&b, g->errmsg);
+        sb_printf(&b, "\", color=red];\n}\n");
+        return b.len;
+    }
+    for (size_t i = 0; i < g->nnodes; i++) {
+        weir_node *x = order[i];
+        if (x->replicas == 1) {
+            sb_printf(&b, "  n%d [label=\"", x->id);
+            sb_dot_str(&b, x->label);
+            sb_printf(&b, "\\n%s -> %s\"];\n", weir_kind_name(x->in_kind),
+                      weir_kind_name(x->out_kind));
+            continue;
+        }
+        /* A replicated node: its replicas in a cluster; in/out are the
+         * distributor and collector points edges attach to. */
+        sb_printf(&b, "  subgraph cluster_%d {\n    label=\"", x->id);
+        sb_dot_str(&b, x->label);
+        sb_printf(&b, " x%d\";\n    style=rounded;\n", x->replicas);
+        sb_printf(&b, "    n%d_in [label=\"%s\", shape=invtriangle];\n", x->id,
+                  x->npart ? "hash" : "round-robin");
+        for (int r = 0; r < x->replicas; r++) {
+            sb_printf(&b, "    n%d_r%d [label=\"", x->id, r);
+            sb_dot_str(&b, x->label);
+            sb_printf(&b, " #%d\"];\n    n%d_in -> n%d_r%d;\n", r, x->id, x->id, r);
+        }
+        if (x->out_kind != WEIR_KIND_NONE) {
+            bool ordered = x->ordered && !x->npart;
+            sb_printf(&b, "    n%d [label=\"%s collector\", shape=triangle];\n", x->id,
+                      ordered ? "ordered" : "unordered");
+            for (int r = 0; r < x->replicas; r++)
+                sb_printf(&b, "    n%d_r%d -> n%d;\n", x->id, r, x->id);
+        }
+        sb_printf(&b, "  }\n");
+    }
+    for (size_t i = 0; i < g->nnodes; i++) {
+        weir_node *x = order[i];
+        for (size_t k = 0; k < x->noutputs; k++) {
+            weir_node *y = x->outputs[k];
+            sb_printf(&b, "  n%d -> n%d%s [label=\"%s\"];\n", x->id, y->id,
+                      y->replicas > 1 ? "_in" : "", weir_kind_name(x->out_kind));
+        }
+    }
+    sb_printf(&b, "}\n");
     free(order);
     return b.len;
 }

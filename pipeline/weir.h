@@ -832,6 +832,11 @@ WEIR_API int weir_node_get_stats(const weir_node *n, weir_node_stats *st);
  * (like snprintf). @return the length it needed. */
 WEIR_API size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts,
                                     char *buf, size_t size);
+/* The same physical graph in Graphviz's dot language (`dot -Tsvg`).
+ * @return the length it needed; an invalid graph gives a one-node graph
+ * whose label is the error. */
+WEIR_API size_t weir_graph_dot(weir_graph *g, const weir_run_opts *opts, char *buf,
+                               size_t size);
 
 /* The registry of built-in stages (stages/registry.c): "merge" (interleaved
  * fan-in), "concat" (fan-in, inputs one after another), and more as they
