@@ -42,6 +42,7 @@ struct weir_chan {
     /* Read-mostly. */
     alignas(WEIR__CACHELINE) _Atomic int closed;
     size_t mask;
+    size_t cap;         /* logical capacity (MPMC may have more cells) */
     unsigned flags;
     void **slots;       /* SPSC */
     weir__cell *cells;  /* MPMC */
@@ -55,14 +56,18 @@ int weir_chan_create(weir_chan **out, size_t capacity, unsigned flags)
         return WEIR_EINVAL;
     size_t cap = 1;
     while (cap < capacity) cap <<= 1;
+    /* Vyukov's cells tell "full at p" from "free for p + 1" by sequence
+     * numbers one lap apart; with one cell those coincide. So an MPMC
+     * channel of capacity 1 has two cells and bounds its count instead. */
+    size_t cells = (flags & WEIR_CHAN_MPMC) && cap < 2 ? 2 : cap;
 
     weir_chan *c = aligned_alloc(WEIR__CACHELINE, sizeof *c);
     if (!c) return WEIR_ENOMEM;
-    *c = (weir_chan){.mask = cap - 1, .flags = flags};
+    *c = (weir_chan){.mask = cells - 1, .cap = cap, .flags = flags};
     if (flags & WEIR_CHAN_MPMC) {
-        c->cells = calloc(cap, sizeof *c->cells);
+        c->cells = calloc(cells, sizeof *c->cells);
         if (!c->cells) goto oom;
-        for (size_t i = 0; i < cap; i++)
+        for (size_t i = 0; i < cells; i++)
             atomic_init(&c->cells[i].seq, i);
     } else {
         c->slots = calloc(cap, sizeof *c->slots);
@@ -83,7 +88,7 @@ void weir_chan_destroy(weir_chan *c)
     free(c);
 }
 
-size_t weir_chan_cap(const weir_chan *c) { return c->mask + 1; }
+size_t weir_chan_cap(const weir_chan *c) { return c->cap; }
 
 bool weir_chan_closed(const weir_chan *c)
 {
@@ -97,7 +102,7 @@ size_t weir_chan_len(const weir_chan *c)
     size_t n = t - h;
     /* In MPMC, positions are claimed before cells are filled/emptied, and
      * the two loads are not atomic together: clamp the estimate. */
-    return n > c->mask + 1 ? (t < h ? 0 : c->mask + 1) : n;
+    return n > c->cap ? (t < h ? 0 : c->cap) : n;
 }
 
 void weir_chan_close(weir_chan *c)
@@ -157,6 +162,15 @@ static size_t mpmc_push(weir_chan *c, void *const *items, size_t n)
             size_t seq = atomic_load_explicit(&cell->seq, memory_order_acquire);
             if (seq != pos + k) break;
             k++;
+        }
+        if (c->cap <= c->mask) { /* fewer slots than cells: bound by count */
+            size_t h = atomic_load_explicit(&c->head, memory_order_acquire);
+            if ((intptr_t)(pos - h) < 0) {
+                pos = atomic_load_explicit(&c->tail, memory_order_relaxed);
+                continue;
+            }
+            if (pos - h >= c->cap) return 0; /* full */
+            if (k > c->cap - (pos - h)) k = c->cap - (pos - h);
         }
         if (k == 0) {
             weir__cell *cell = &c->cells[pos & c->mask];
@@ -280,7 +294,7 @@ static inline bool can_send(weir_chan *c)
     if (atomic_load_explicit(&c->closed, memory_order_relaxed)) return true;
     size_t t = atomic_load_explicit(&c->tail, memory_order_relaxed);
     size_t h = atomic_load_explicit(&c->head, memory_order_relaxed);
-    return t - h <= c->mask;
+    return t - h < c->cap;
 }
 
 static inline bool can_recv(weir_chan *c)

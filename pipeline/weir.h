@@ -95,7 +95,8 @@ enum weir_error {
 /* @return a short static message for a WEIR_E* code; "success" for 0 and
  * "unknown error" for anything else. Never NULL. */
 WEIR_API const char *weir_strerror(int code);
-/* @return the symbolic name ("WEIR_ECLOSED") of a code, or "WEIR_E?". */
+/* @return the symbolic name ("WEIR_ECLOSED") of a code, "0" for 0, or
+ * "WEIR_E?" for a code that is not in the list. */
 WEIR_API const char *weir_errname(int code);
 
 /* Nanoseconds on the monotonic clock. Deadlines are expressed in it. */
@@ -149,8 +150,9 @@ WEIR_API void weir_ctx_cancel_from_signal(weir_ctx *ctx, int cause);
 /* @return true once ctx is cancelled or its deadline has passed. */
 WEIR_API bool weir_ctx_done(const weir_ctx *ctx);
 
-/* @return 0 while ctx is live; WEIR_EDEADLINE if it ended by its deadline;
- * WEIR_ECANCELED if it was cancelled (whatever the cause). Like Go's Err(). */
+/* @return 0 while ctx is live; WEIR_EDEADLINE if it ended by its deadline
+ * (or was cancelled with that cause); WEIR_ECANCELED for any other cause.
+ * Like Go's Err(). */
 WEIR_API int weir_ctx_err(const weir_ctx *ctx);
 
 /* @return 0 while live, else the cause given to the cancel that ended it
@@ -217,7 +219,8 @@ WEIR_API int weir_group_fail(weir_group *g, int code, const char *fmt, ...)
 /* Block until every task has returned (joins the threads).
  * @return 0 if all returned 0, else the first non-zero result. */
 WEIR_API int weir_group_wait(weir_group *g);
-/* The message recorded with the first failure, or "" — valid until destroy. */
+/* The message recorded with the first failure (weir_strerror(code) when it
+ * came without one), or "" if nothing failed — valid until destroy. */
 WEIR_API const char *weir_group_errmsg(const weir_group *g);
 /* Wait for any tasks still running, then free. NULL is a no-op. */
 WEIR_API void weir_group_destroy(weir_group *g);
@@ -261,9 +264,11 @@ WEIR_API void weir_chan_destroy(weir_chan *c);
  * @return 0; WEIR_ECLOSED if closed (before or while waiting);
  *         WEIR_ECANCELED/WEIR_EDEADLINE if ctx is done; WEIR_EINVAL for NULL. */
 WEIR_API int weir_chan_send(weir_chan *c, void *item, weir_ctx *ctx);
-/* Receive one item, blocking while the channel is empty and open.
+/* Receive one item, blocking while the channel is empty and open. Items
+ * already buffered are returned even when ctx is done.
  * @return 0 with *item set; WEIR_ECLOSED once closed and drained;
- *         WEIR_ECANCELED/WEIR_EDEADLINE if ctx is done. */
+ *         WEIR_ECANCELED/WEIR_EDEADLINE if ctx is done and nothing is
+ *         buffered. */
 WEIR_API int weir_chan_recv(weir_chan *c, void **item, weir_ctx *ctx);
 
 /* Non-blocking forms. @return 0, WEIR_EAGAIN (full / empty), or
@@ -274,13 +279,14 @@ WEIR_API int weir_chan_try_recv(weir_chan *c, void **item);
 /* Batched send: blocks until at least one item can be sent, then sends as
  * many of items[0..n) as fit, in order, publishing them together.
  * @return the number sent (1..n), or a negative code as weir_chan_send (none
- * sent). Items not sent remain the caller's. */
+ * sent; WEIR_EINVAL for n == 0 or a NULL item). Items not sent remain the
+ * caller's. */
 WEIR_API long weir_chan_send_many(weir_chan *c, void *const *items, size_t n,
                                   weir_ctx *ctx);
 /* Batched receive: blocks until at least one item is available, then takes
  * up to max of them, in order.
  * @return the number received (1..max), or WEIR_ECLOSED once closed and
- * drained, or WEIR_ECANCELED/WEIR_EDEADLINE. */
+ * drained, or WEIR_ECANCELED/WEIR_EDEADLINE, or WEIR_EINVAL for max == 0. */
 WEIR_API long weir_chan_recv_many(weir_chan *c, void **items, size_t max,
                                   weir_ctx *ctx);
 /* Non-blocking batched forms: @return count (>= 1), WEIR_EAGAIN, or
@@ -546,6 +552,10 @@ WEIR_API int weir_eval_batch(weir_eval *ev, const weir_batch *b, weir_value *out
 WEIR_API int weir_eval_const(weir_eval *ev, weir_value *out);
 /* Free. NULL is a no-op. */
 WEIR_API void weir_eval_destroy(weir_eval *ev);
+/* Is p[0..len) a number by the rule above (the whole field a decimal
+ * integer or float, optional sign, no spaces)? If so set *out (NUM; is_int
+ * and i for integers that fit int64) and return true. Never allocates. */
+WEIR_API bool weir_value_parse(const void *p, size_t len, weir_value *out);
 /* @return the truth of v, as filter uses it. */
 WEIR_API bool weir_value_truth(const weir_value *v);
 /* Write v as output text: integers without a point, floats in the shortest
