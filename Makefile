@@ -50,7 +50,7 @@ SHARED := $(B)/libweir.so.$(VERSION)
 SONAME := libweir.so.$(SOMAJOR)
 WEIR   := $(B)/weir
 
-.PHONY: all lib test unit stress check-install demo bench deps asan tsan \
+.PHONY: all lib test unit stress cli check-install demo bench deps asan tsan \
         clean format lint install uninstall help
 .DEFAULT_GOAL := all
 
@@ -86,7 +86,7 @@ $(B)/stress/%: tests/stress/%.c $(STATIC)
 
 # ---- dependencies -------------------------------------------------------
 # Installs the Debian packages weir needs when one is missing.
-DEB_PKGS := gcc make pkg-config libzstd-dev libcsv-dev libcriterion-dev zstd
+DEB_PKGS := gcc make pkg-config libzstd-dev libcsv-dev libcriterion-dev zstd graphviz
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
@@ -99,10 +99,14 @@ deps:
 	fi
 
 # ---- tests ----------------------------------------------------------------
-# Criterion tests, stress programs (short), then the install test.
+# Criterion tests, stress programs (short), the CLI tests, then the
+# install test.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory unit stress check-install
+	@$(MAKE) --no-print-directory unit stress cli check-install
+
+cli: $(WEIR)
+	@WEIR=$(CURDIR)/$(WEIR) bash tests/cli/cli_test.sh
 
 unit: $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t $(CRITERION_ARGS); done

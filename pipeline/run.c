@@ -379,7 +379,10 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
         weir_batch_release(b);
         return WEIR_DONE;
     }
-    if (batch_empty(b)) {
+    /* Empty batches carry nothing — except the first of a rows stream,
+     * which tells downstream the columns when there are no rows at all
+     * (a CSV file with only a header still writes its header). */
+    if (batch_empty(b) && !(b->kind == WEIR_KIND_ROWS && b->schema && s->st.batches_out == 0)) {
         weir_batch_release(b);
         return 0;
     }
@@ -502,7 +505,9 @@ static void instance_main(weir_stage *s)
 static int collector_forward(collector *c, weir_batch *b)
 {
     b->flags = 0;
-    if (batch_empty(b)) {
+    /* Markers are empty; so is a rows stream's schema-only first batch,
+     * which goes on if nothing went before it (see weir_stage_emit). */
+    if (batch_empty(b) && !(b->kind == WEIR_KIND_ROWS && b->schema && c->out->seq == 0)) {
         weir_batch_release(b);
         return 0;
     }

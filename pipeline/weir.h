@@ -706,7 +706,10 @@ WEIR_API int weir_stage_batch(weir_stage *s, weir_batch **out);
  * Takes ownership of b in every case (it is released on failure).
  * @return 0; WEIR_DONE when no consumer wants more (stop producing and
  * return WEIR_DONE); WEIR_ECANCELED/WEIR_EDEADLINE when the run is
- * cancelled (return it). An empty rows batch is not sent (it is released). */
+ * cancelled (return it). An empty batch is not sent (it is released) —
+ * except a rows batch with a schema that is the stage's first: that is how
+ * the columns reach downstream when there are no rows (a stage that may
+ * produce no rows emits one empty batch with its schema). */
 WEIR_API int weir_stage_emit(weir_stage *s, weir_batch *b);
 
 /* Record the run's error message for this stage (printf-style), unless an
