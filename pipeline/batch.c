@@ -44,8 +44,11 @@ oom:
     return WEIR_ENOMEM;
 }
 
-weir_schema *weir_schema_retain(weir_schema *s)
+weir_schema *weir_schema_retain(const weir_schema *cs)
 {
+    /* The count is bookkeeping, not the schema's value: like strchr, take
+     * const and give back a pointer the holder can release. */
+    weir_schema *s = (weir_schema *)(uintptr_t)cs;
     if (s) atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
     return s;
 }

@@ -410,6 +410,37 @@ int weir_graph_connect(weir_graph *g, weir_node *from, weir_node *to)
 
 /* ---- validation --------------------------------------------------------------------- */
 
+/* Mark n and everything upstream of it with mark in seen[]. */
+static void mark_upstream(const weir_node *n, unsigned char *seen, unsigned char mark)
+{
+    if (seen[n->id] & mark) return;
+    seen[n->id] |= mark;
+    for (size_t k = 0; k < n->ninputs; k++) mark_upstream(n->inputs[k], seen, mark);
+}
+
+/* A node feeding two different inputs of x (a diamond), or NULL. A fan-in
+ * that reads its inputs one after another cannot drain such a source:
+ * bounded channels on the later branch fill, and the source blocks. */
+static const weir_node *shared_ancestor(const weir_graph *g, const weir_node *x)
+{
+    unsigned char *seen = calloc(g->nnodes, 1);
+    const weir_node *found = NULL;
+    if (!seen) return NULL;
+    for (size_t k = 0; k < x->ninputs; k++) {
+        unsigned char *mine = calloc(g->nnodes, 1);
+        if (!mine) break;
+        mark_upstream(x->inputs[k], mine, 1);
+        /* The nearest shared node is the one added last (ids grow). */
+        for (size_t i = 0; i < g->nnodes; i++) {
+            if (mine[i] && seen[i]) found = g->nodes[i];
+            seen[i] |= mine[i];
+        }
+        free(mine);
+    }
+    free(seen);
+    return found;
+}
+
 /* "file:line:col: " for a node placed by a spec, else "". */
 static const char *where(const weir_node *n, char *buf, size_t size)
 {
@@ -530,6 +561,22 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
             goto fail;
         }
         x->replicas = w;
+        if (!x->ordered && (d->flags & WEIR_STAGE_KEEP_ORDER) && w > 1) {
+            weir__graph_errorf(g, "%sstage '%s' must keep its input's order: "
+                               "ordered=false is not allowed", W, x->label);
+            goto fail;
+        }
+        if ((d->flags & WEIR_STAGE_SEQ_IN) && x->ninputs > 1) {
+            const weir_node *common = shared_ancestor(g, x);
+            if (common) {
+                weir__graph_errorf(g, "%sstage '%s': two of its inputs come from '%s', so "
+                                   "it would wait for the second input while '%s' "
+                                   "waits for the first to drain (a deadlock): use "
+                                   "merge(), or read the source once per input",
+                                   W, x->label, common->label, common->label);
+                goto fail;
+            }
+        }
         /* Schemas: what the stage will produce, checked before anything
          * runs. All inputs of a fan-in must agree. */
         weir_schema *in_schema = x->ninputs ? x->inputs[0]->schema : NULL;

@@ -951,8 +951,9 @@ static weir_node *compile_call(compiler *C, weir_node *up)
         tok *t = peek(P);
         tok at = *t;
         char *argname = NULL;
-        if (t->kind == T_NAME) {
-            /* NAME '=' is a named argument; look one token ahead. */
+        if (t->kind == T_NAME || t->kind == T_QNAME) {
+            /* NAME '=' (or `quoted name` '=') is a named argument; look one
+             * token ahead. */
             const char *save_p = P->p, *save_ls = P->line_start;
             uint32_t save_line = P->line;
             int save_nest = P->nest;

@@ -327,7 +327,9 @@ typedef struct weir_schema weir_schema;
  * @return 0, WEIR_EINVAL (a NULL name) or WEIR_ENOMEM. */
 WEIR_API int weir_schema_create(weir_schema **out, const char *const *names,
                                 size_t n);
-WEIR_API weir_schema *weir_schema_retain(weir_schema *s);
+/* Add a reference (a const schema may be retained: the count is not part
+ * of its value). @return s as a pointer the holder may release. */
+WEIR_API weir_schema *weir_schema_retain(const weir_schema *s);
 /* Drop a reference; the last one frees. NULL is a no-op. */
 WEIR_API void weir_schema_release(weir_schema *s);
 WEIR_API size_t weir_schema_ncols(const weir_schema *s);
@@ -600,6 +602,8 @@ enum weir_stage_flags {
     WEIR_STAGE_MULTI_IN = 0x4,   /* takes several inputs (fan-in) */
     WEIR_STAGE_SEQ_IN = 0x8,     /* with MULTI_IN: inputs in order (concat);
                                     without it, interleaved as they come */
+    WEIR_STAGE_KEEP_ORDER = 0x10,/* replicas' output must stay in input
+                                    order: ordered=false is refused */
 };
 
 typedef struct weir_stage weir_stage;

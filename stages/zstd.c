@@ -97,7 +97,7 @@ const weir_stage_def weir__stage_zstd = {
             {NULL}},
     .in_kind = WEIR_KIND_BYTES,
     .out_kind = WEIR_KIND_BYTES,
-    .flags = WEIR_STAGE_PARALLEL,
+    .flags = WEIR_STAGE_PARALLEL | WEIR_STAGE_KEEP_ORDER,
     .open = zstd_open,
     .process = zstd_process,
     .close = zstd_close,
