@@ -27,7 +27,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WEIR__BATCH_FINAL 0x2u /* emitted by a replica's finish() */
+/* Markers: empty batches (fresh from a pool, so never shared) that an
+ * ordered replica sends to its collector. END_OF_GROUP may also ride on
+ * the group's last batch when nobody else holds it. */
+#define WEIR__BATCH_FINAL 0x2u /* the replica's groups are over */
 
 typedef struct pchan {
     weir_chan *ch;
@@ -49,7 +52,7 @@ typedef struct target {
 typedef struct emitter {
     target *t;
     size_t nt, alive;
-    uint64_t seq;
+    uint64_t sent;     /* batches sent so far */
     weir_pool *pool;   /* for split batches and markers */
 } emitter;
 
@@ -331,7 +334,8 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
  * @return 0, WEIR_DONE when nobody listens any more, or a context error. */
 static int emitter_send(run *r, emitter *e, weir_batch *b)
 {
-    b->seq = e->seq++;
+    /* b may be shared (a broadcast passed on): never write to it here. */
+    e->sent++;
     if (e->alive == 0) {
         weir_batch_release(b);
         return WEIR_DONE;
@@ -386,6 +390,8 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
         weir_batch_release(b);
         return 0;
     }
+    if (s->node->def->in_kind == WEIR_KIND_NONE && !weir_batch_shared(b))
+        b->seq = s->st.batches_out; /* a source numbers its batches */
     count_out(s, b);
     int rc;
     if (s->ordered_replica && !s->in_finish) {
@@ -396,26 +402,44 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
         if (!prev) return 0;
         rc = emitter_send(s->r, s->out, prev);
     } else {
-        if (s->in_finish && s->nreplicas > 1) b->flags |= WEIR__BATCH_FINAL;
         rc = emitter_send(s->r, s->out, b);
     }
     if (rc == WEIR_DONE) s->downstream_gone = true;
     return rc;
 }
 
-/* Ordered replica: close the group opened by the last input batch. */
+/* Send an empty marker batch with flag to the collector. */
+static int send_marker(weir_stage *s, uint32_t flag)
+{
+    weir_batch *m;
+    int rc = weir_pool_get(s->r->pools[s->node->id], &m);
+    if (rc) return weir_stage_errorf(s, rc, "out of memory");
+    m->flags = flag;
+    rc = emitter_send(s->r, s->out, m);
+    if (rc == WEIR_DONE) s->downstream_gone = true;
+    return rc;
+}
+
+/* Ordered replica: close the group opened by the last input batch. The
+ * flag rides on the group's last batch, unless that batch is shared. */
 static int end_group(weir_stage *s)
 {
     weir_batch *b = s->pending;
     s->pending = NULL;
-    if (!b) {
-        int rc = weir_pool_get(s->r->pools[s->node->id], &b);
-        if (rc) return weir_stage_errorf(s, rc, "out of memory");
+    if (b && !weir_batch_shared(b)) {
+        b->flags |= WEIR_BATCH_END_OF_GROUP;
+        int rc = emitter_send(s->r, s->out, b);
+        if (rc == WEIR_DONE) s->downstream_gone = true;
+        return rc;
     }
-    b->flags |= WEIR_BATCH_END_OF_GROUP;
-    int rc = emitter_send(s->r, s->out, b);
-    if (rc == WEIR_DONE) s->downstream_gone = true;
-    return rc;
+    if (b) {
+        int rc = emitter_send(s->r, s->out, b);
+        if (rc) {
+            if (rc == WEIR_DONE) s->downstream_gone = true;
+            return rc;
+        }
+    }
+    return send_marker(s, WEIR_BATCH_END_OF_GROUP);
 }
 
 /* ---- workers --------------------------------------------------------------------------- */
@@ -491,6 +515,8 @@ static void instance_main(weir_stage *s)
     if (rc == 0) {
         rc = instance_loop(s);
         if (rc < 0) note_result(s, rc, "process");
+        if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && s->ordered_replica)
+            send_marker(s, WEIR__BATCH_FINAL); /* what follows is finish()'s */
         if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && d->finish) {
             s->in_finish = true;
             int frc = d->finish(s);
@@ -504,10 +530,10 @@ static void instance_main(weir_stage *s)
 
 static int collector_forward(collector *c, weir_batch *b)
 {
-    b->flags = 0;
+    if (!weir_batch_shared(b)) b->flags = 0; /* flags ride only on our own */
     /* Markers are empty; so is a rows stream's schema-only first batch,
      * which goes on if nothing went before it (see weir_stage_emit). */
-    if (batch_empty(b) && !(b->kind == WEIR_KIND_ROWS && b->schema && c->out->seq == 0)) {
+    if (batch_empty(b) && !(b->kind == WEIR_KIND_ROWS && b->schema && c->out->sent == 0)) {
         weir_batch_release(b);
         return 0;
     }
@@ -534,20 +560,18 @@ static int collector_loop(collector *c)
             }
         }
     }
-    /* Ordered: group k is on replica k mod N, each group ends with a marker.
-     * The first replica found without its group means the groups are over;
-     * then each replica's finish() output follows, replica by replica. */
-    weir_batch *held = NULL;
-    int held_r = -1;
-    for (uint64_t k = 0;; ) {
+    /* Ordered: group k is on replica k mod N, each group ends with
+     * END_OF_GROUP. The first replica found at its FINAL marker (or closed)
+     * instead of at its group means the groups are over; then each
+     * replica's finish() output follows, replica by replica. */
+    for (uint64_t k = 0;;) {
         int r = (int)(k % (uint64_t)c->nin);
         int rc = weir_chan_recv(c->in[r]->ch, &item, ctx);
         if (rc == WEIR_ECLOSED) break;
         if (rc) return rc;
         weir_batch *b = item;
         if (b->flags & WEIR__BATCH_FINAL) {
-            held = b;
-            held_r = r;
+            weir_batch_release(b);
             break;
         }
         bool end = b->flags & WEIR_BATCH_END_OF_GROUP;
@@ -556,11 +580,6 @@ static int collector_loop(collector *c)
         if (end) k++;
     }
     for (int r = 0; r < c->nin; r++) {
-        if (r == held_r) {
-            held_r = -1;
-            int rc = collector_forward(c, held);
-            if (rc) return rc;
-        }
         for (;;) {
             int rc = weir_chan_recv(c->in[r]->ch, &item, ctx);
             if (rc == WEIR_ECLOSED) break;

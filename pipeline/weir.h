@@ -356,7 +356,8 @@ typedef struct weir_pool weir_pool;
 typedef struct weir_batch {
     weir_kind kind;
     uint32_t flags;       /* WEIR_BATCH_* below; runtime-managed */
-    uint64_t seq;         /* sequence number, assigned by the runtime */
+    uint64_t seq;         /* a source's batch number (0, 1, …), set when it
+                             emits; stages that derive a batch may copy it */
     unsigned char *data;  /* bytes, or the rows' arena */
     size_t len;           /* bytes used in data */
     size_t cap;           /* bytes allocated in data */
@@ -380,7 +381,8 @@ typedef struct weir_batch {
     uint32_t row_open;    /* fields added to the row being built */
 } weir_batch;
 
-#define WEIR_BATCH_END_OF_GROUP 0x1u /* runtime: last output for one input */
+#define WEIR_BATCH_END_OF_GROUP 0x1u /* runtime: last output for one input
+                                        (never set on a shared batch) */
 
 /* Create a standalone batch (not from a pool) of a kind, with room for
  * data_cap bytes (and, for rows, a first guess of field slices).
@@ -547,7 +549,8 @@ WEIR_API int weir_eval_create(weir_eval **out, const weir_expr *e,
 /* Evaluate for every row of b (whose schema must equal the compiled one):
  * out[r] for r < b->nrows. Strings in out point into b or into the eval's
  * scratch space: valid until the next call on ev or until b is released.
- * Not thread-safe per ev (one per replica). @return 0 or WEIR_ENOMEM. */
+ * Not thread-safe per ev (one per replica). @return 0, WEIR_ENOMEM, or
+ * WEIR_EINVAL if b's column count is not the compiled schema's. */
 WEIR_API int weir_eval_batch(weir_eval *ev, const weir_batch *b, weir_value *out);
 /* Evaluate an expression that uses no columns (a constant). @return 0,
  * WEIR_EINVAL if it reads a column, or WEIR_ENOMEM. */

@@ -15,7 +15,8 @@ static const weir_stage_def *const builtins[] = {
     &weir__stage_to_csv,  &weir__stage_to_jsonl, &weir__stage_zstd,
     &weir__stage_unzstd,  &weir__stage_filter,  &weir__stage_select,
     &weir__stage_drop,    &weir__stage_rename,  &weir__stage_compute,
-    &weir__stage_head,    &weir__stage_sample,  &weir__stage_write,
+    &weir__stage_head,    &weir__stage_sample,  &weir__stage_group,
+    &weir__stage_write,
     &weir__stage_discard, &weir__stage_count,   &weir__stage_merge,
     &weir__stage_concat,
 };

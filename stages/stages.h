@@ -26,6 +26,7 @@ WEIR__STAGE(weir__stage_rename);
 WEIR__STAGE(weir__stage_compute);
 WEIR__STAGE(weir__stage_head);
 WEIR__STAGE(weir__stage_sample);
+WEIR__STAGE(weir__stage_group);
 WEIR__STAGE(weir__stage_write);
 WEIR__STAGE(weir__stage_discard);
 WEIR__STAGE(weir__stage_count);
