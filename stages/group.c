@@ -8,9 +8,12 @@
  *
  * Aggregates: count() counts rows; count(col) counts non-empty values;
  * sum, mean, min and max read numbers and skip empty and non-numeric
- * values (with none, the result is empty). Sums of integers are exact
- * (int64) until they would overflow, then continue in floating point with
- * Neumaier's compensated summation, as sums of fractions do throughout.
+ * values (with none, the result is empty). Sums are exact while every value
+ * is a plain decimal (digits, optional fraction, no exponent): they are kept
+ * as a 128-bit integer scaled by the most fraction digits seen, so 0.1 + 0.2
+ * is 0.3 and cents add up to the cent. A value with an exponent, or a sum
+ * beyond 38 digits, switches that sum to floating point with Neumaier's
+ * compensated summation.
  *
  * State: an open-addressing table of group indices; each group's key fields
  * live in one byte arena, its aggregate states in one array. Nothing is
@@ -32,7 +35,8 @@ typedef struct group_agg {
 
 typedef struct group_acc {
     int64_t n;     /* rows or values counted */
-    int64_t isum;  /* exact while !flt */
+    __int128 dsum; /* exact decimal sum × 10^scale, while !flt */
+    int scale;
     double fsum, comp;
     bool flt;
     bool has;      /* min/max seen a number */
@@ -258,6 +262,41 @@ static int group_lookup(group_state *st, size_t len, size_t *entry)
     return 0;
 }
 
+static const __int128 group_pow10[] = {
+    1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000,
+    10000000000, 100000000000, 1000000000000, 10000000000000, 100000000000000,
+    1000000000000000, 10000000000000000, 100000000000000000, 1000000000000000000};
+#define GROUP_MAX_SCALE 18
+
+/* A plain decimal ([+-]digits[.digits], at most 36 digits and 18 after the
+ * point) as mantissa and scale. @return false for anything else. */
+static bool group_decimal(const unsigned char *p, size_t n, __int128 *m, int *scale)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (n && (p[0] == '+' || p[0] == '-')) neg = p[i++] == '-';
+    __int128 v = 0;
+    int digits = 0, frac = -1;
+    for (; i < n; i++) {
+        if (p[i] == '.' && frac < 0) {
+            frac = 0;
+            continue;
+        }
+        if (p[i] < '0' || p[i] > '9' || ++digits > 36) return false;
+        v = v * 10 + (p[i] - '0');
+        if (frac >= 0 && ++frac > GROUP_MAX_SCALE) return false;
+    }
+    if (digits == 0) return false;
+    *m = neg ? -v : v;
+    *scale = frac < 0 ? 0 : frac;
+    return true;
+}
+
+static double group_dsum_double(const group_acc *a)
+{
+    return (double)a->dsum / (double)group_pow10[a->scale];
+}
+
 /* Neumaier's compensated addition of x into (sum, comp). */
 static void group_fadd(group_acc *a, double x)
 {
@@ -281,17 +320,25 @@ static void group_accumulate(group_acc *a, group_fn fn, const unsigned char *f, 
     if (!weir_value_parse(f, len, &v)) return;
     a->n++;
     if (fn == AGG_SUM || fn == AGG_MEAN) {
-        int64_t r;
-        if (!a->flt && v.is_int && !__builtin_add_overflow(a->isum, v.i, &r)) {
-            a->isum = r;
-        } else {
-            if (!a->flt) { /* switch: carry the exact part over */
-                a->flt = true;
-                a->fsum = (double)a->isum;
-                a->comp = (double)(a->isum - (int64_t)a->fsum);
-            }
-            group_fadd(a, v.num);
+        __int128 m, sum = a->dsum;
+        int sc;
+        bool exact = !a->flt && group_decimal(f, len, &m, &sc);
+        if (exact && sc > a->scale)
+            exact = !__builtin_mul_overflow(sum, group_pow10[sc - a->scale], &sum);
+        if (exact && sc < a->scale)
+            exact = !__builtin_mul_overflow(m, group_pow10[a->scale - sc], &m);
+        if (exact) exact = !__builtin_add_overflow(sum, m, &sum);
+        if (exact) {
+            a->dsum = sum;
+            if (sc > a->scale) a->scale = sc;
+            return;
         }
+        if (!a->flt) { /* switch, carrying the exact part over */
+            a->flt = true;
+            a->fsum = group_dsum_double(a);
+            a->comp = 0;
+        }
+        group_fadd(a, v.num);
         return;
     }
     if (!a->has || (fn == AGG_MIN ? v.num < a->min : v.num > a->max)) {
@@ -387,6 +434,36 @@ static int group_order_cmp(const void *x, const void *y)
     return c ? c : (i > j) - (i < j); /* first seen first: a stable order */
 }
 
+/* The exact decimal dsum / 10^scale, trailing fraction zeros trimmed. */
+static size_t group_format_decimal(const group_acc *a, char *buf, size_t size)
+{
+    char tmp[64];
+    size_t n = 0;
+    unsigned __int128 u = a->dsum < 0 ? -(unsigned __int128)a->dsum : (unsigned __int128)a->dsum;
+    do { /* digits, least significant first */
+        tmp[n++] = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u || n <= (size_t)a->scale);
+    size_t k = 0;
+    char out[80];
+    if (a->dsum < 0) out[k++] = '-';
+    for (size_t i = n; i-- > 0;) {
+        out[k++] = tmp[i];
+        if (i == (size_t)a->scale && a->scale > 0) out[k++] = '.';
+    }
+    if (a->scale > 0) {
+        while (out[k - 1] == '0') k--;
+        if (out[k - 1] == '.') k--;
+    }
+    if (k == 2 && out[0] == '-' && out[1] == '0') k = 0, out[k++] = '0'; /* -0 */
+    if (size) {
+        size_t c = k < size - 1 ? k : size - 1;
+        memcpy(buf, out, c);
+        buf[c] = '\0';
+    }
+    return k;
+}
+
 static size_t group_format_acc(const group_acc *a, group_fn fn, char *buf, size_t size)
 {
     weir_value v = {.type = WEIR_VAL_NULL};
@@ -397,14 +474,14 @@ static size_t group_format_acc(const group_acc *a, group_fn fn, char *buf, size_
         break;
     case AGG_SUM:
         if (!a->n) break;
-        if (!a->flt) v = (weir_value){.type = WEIR_VAL_NUM, .is_int = true, .i = a->isum,
-                                      .num = (double)a->isum};
-        else v = (weir_value){.type = WEIR_VAL_NUM, .num = a->fsum + a->comp};
+        if (!a->flt) return group_format_decimal(a, buf, size);
+        v = (weir_value){.type = WEIR_VAL_NUM, .num = a->fsum + a->comp};
         break;
     case AGG_MEAN:
         if (!a->n) break;
         v = (weir_value){.type = WEIR_VAL_NUM,
-                         .num = (a->flt ? a->fsum + a->comp : (double)a->isum) / (double)a->n};
+                         .num = (a->flt ? a->fsum + a->comp : group_dsum_double(a)) /
+                                (double)a->n};
         break;
     case AGG_MIN:
         if (a->has) v = a->vmin;
