@@ -28,6 +28,7 @@ typedef struct spec_args {
     size_t nvars;
     int threads;           /* --threads N (0: all CPUs) */
     double timeout;        /* --timeout, seconds (0: none) */
+    uint64_t mem;          /* --mem, bytes (0: the library's default) */
     int dot;               /* explain --dot */
 } spec_args;
 

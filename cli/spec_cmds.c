@@ -66,6 +66,12 @@ int cli_spec_args(int argc, char **argv, const char *cmd, const char *allow,
                           cmd, val);
                 return EXIT_USAGE;
             }
+        } else if (IS("--mem") && strchr(allow, 'm')) {
+            VALUE();
+            if (weir_parse_size(val, &a->mem) != 0) {
+                cli_error("%s: --mem takes a size like 512M or 2G, not '%s'", cmd, val);
+                return EXIT_USAGE;
+            }
         } else if (IS("--dot") && strchr(allow, 'd')) {
             a->dot = 1;
         } else if (o[0] == '-' && o[1] != '\0') {
@@ -183,6 +189,9 @@ static void run_help(FILE *f)
             "  --threads N        at most N replicas per parallel stage\n"
             "                     (default: the number of CPUs)\n"
             "  --timeout DUR      stop after DUR (500ms, 10s, 2m, 1h): exit 1\n"
+            "  --mem SIZE         memory a stateful stage (group, sort, dedup)\n"
+            "                     may hold before it spills or fails (default 1G;\n"
+            "                     mem= on a stage sets its own)\n"
             "  -h, --help         this help\n"
             "\n"
             "Outputs are written to temporary files and renamed only when the\n"
@@ -199,7 +208,7 @@ static int exit_code_for(int rc)
 int cmd_run(int argc, char **argv)
 {
     spec_args a;
-    int ec = cli_spec_args(argc, argv, "run", "tn", &a, run_help);
+    int ec = cli_spec_args(argc, argv, "run", "tnm", &a, run_help);
     weir_graph *g = NULL;
     if (ec == 0) ec = cli_compile(&a, &g);
     if (ec) {
@@ -222,7 +231,7 @@ int cmd_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN); /* a closed stdout is EPIPE: write() ends quietly */
 
-    weir_run_opts o = {.max_workers = a.threads};
+    weir_run_opts o = {.max_workers = a.threads, .mem_budget = a.mem};
     rc = weir_graph_run(g, root_ctx, &o);
     if (fflush(stdout) != 0 && errno != EPIPE && rc == 0) {
         cli_error("writing to stdout: %s", strerror(errno));

@@ -43,6 +43,36 @@ uint64_t weir_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+int weir_parse_size(const char *s, uint64_t *bytes)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9') return WEIR_EINVAL;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) return WEIR_EINVAL;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    int shift = 0;
+    switch (*p) {
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    case '\0': break;
+    default: return WEIR_EINVAL;
+    }
+    if (shift) {
+        p++;
+        if (*p == 'i' || *p == 'I') p++;
+        if (*p == 'b' || *p == 'B') p++;
+    } else if (*p == 'b' || *p == 'B') {
+        p++;
+    }
+    if (*p || v == 0 || v > (UINT64_MAX >> shift)) return WEIR_EINVAL;
+    *bytes = v << shift;
+    return 0;
+}
+
 void weir__futex_wait(_Atomic uint32_t *word, uint32_t expected,
                       uint64_t timeout_ns)
 {

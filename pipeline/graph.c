@@ -212,6 +212,14 @@ static int arg_for_set(weir_node *n, const char *name, weir_arg_type t,
 
 int weir_node_set_int(weir_node *n, const char *arg, int64_t v)
 {
+    if (strcmp(arg, "mem") == 0 && !node_arg(n, "mem")) {
+        if (v < 1) {
+            weir__graph_errorf(n->g, "stage '%s': mem must be a positive size", n->label);
+            return WEIR_EINVAL;
+        }
+        n->mem = v;
+        return 0;
+    }
     if (strcmp(arg, "workers") == 0) {
         if (v < 1 || v > 4096) {
             weir__graph_errorf(n->g, "stage '%s': workers must be 1..4096, not %lld",
@@ -547,6 +555,24 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
         bool parallel = d->flags & WEIR_STAGE_PARALLEL;
         if (w == 0) w = parallel ? maxw : 1;
         if (w > 1 && (d->flags & WEIR_STAGE_MULTI_IN)) w = 1;
+        if (x->auto_part) { /* from an earlier validation: recompute */
+            for (size_t k = 0; k < x->npart; k++) free(x->part[k]);
+            free(x->part);
+            x->part = NULL;
+            x->npart = 0;
+            x->auto_part = false;
+        }
+        if (w > 1 && (d->flags & WEIR_STAGE_KEYED) && x->npart == 0 && d->partition_arg) {
+            const weir__arg *pa = NULL;
+            for (size_t k = 0; k < x->nargs; k++)
+                if (strcmp(x->args[k].def->name, d->partition_arg) == 0) pa = &x->args[k];
+            if (pa && pa->nlist) {
+                rc = weir_node_partition(x, (const char *const *)pa->list, pa->nlist);
+                if (rc) goto fail;
+                rc = WEIR_ESPEC;
+                x->auto_part = true;
+            }
+        }
         if (w > 1 && (d->flags & WEIR_STAGE_KEYED) && x->npart == 0) {
             if (x->workers > 1) {
                 weir__graph_errorf(g, "%sstage '%s' needs a partition key to run "
@@ -561,6 +587,15 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
             goto fail;
         }
         x->replicas = w;
+        x->mem_budget = x->mem > 0 ? (size_t)x->mem
+                                   : (o->mem_budget ? o->mem_budget : (size_t)1 << 30);
+        x->tmpdir = o->tmpdir ? o->tmpdir : getenv("TMPDIR");
+        if (!x->tmpdir || !x->tmpdir[0]) x->tmpdir = "/tmp";
+        if (w > 1 && (d->flags & WEIR_STAGE_SORTED_OUT) && !d->compare) {
+            weir__graph_errorf(g, "%sstage '%s' says its output is sorted but gives no "
+                               "compare callback", W, x->label);
+            goto fail;
+        }
         if (!x->ordered && (d->flags & WEIR_STAGE_KEEP_ORDER) && w > 1) {
             weir__graph_errorf(g, "%sstage '%s' must keep its input's order: "
                                "ordered=false is not allowed", W, x->label);

@@ -32,6 +32,7 @@ struct weir_node {
     size_t nargs;
     int workers;        /* 0: auto */
     bool ordered;
+    int64_t mem;        /* mem= bytes; 0: the run's budget */
     char **part;        /* partition key columns */
     size_t npart;
     weir_node **inputs; /* upstream nodes, one per input port */
@@ -43,6 +44,9 @@ struct weir_node {
     int replicas;
     weir_schema *schema; /* output schema from plan(), NULL if unknown */
     weir_pos pos;
+    bool auto_part;      /* part[] came from def->partition_arg */
+    size_t mem_budget;   /* resolved at validation: mem, or the run's */
+    const char *tmpdir;  /* resolved at validation */
     /* Counters of the last run, summed over replicas. */
     weir_node_stats stats;
 };

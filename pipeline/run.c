@@ -65,6 +65,7 @@ typedef struct collector {
     pchan **in;        /* ordered: one per replica; unordered: one shared */
     int nin;
     bool ordered;
+    bool sorted;       /* merge the replicas' sorted streams (one per replica) */
     emitter *out;
 } collector;
 
@@ -169,6 +170,14 @@ size_t weir_stage_arg_named(const weir_stage *s, const char *name,
 }
 
 /* ---- stage accessors ------------------------------------------------------------ */
+
+size_t weir_stage_mem_budget(const weir_stage *s)
+{
+    size_t b = s->node->mem_budget / (size_t)(s->nreplicas > 0 ? s->nreplicas : 1);
+    return b ? b : 1;
+}
+
+const char *weir_stage_tmpdir(const weir_stage *s) { return s->node->tmpdir; }
 
 int64_t weir_stage_arg_int(const weir_stage *s, const char *name)
 {
@@ -540,10 +549,89 @@ static int collector_forward(collector *c, weir_batch *b)
     return emitter_send(c->r, c->out, b);
 }
 
+/* The next non-empty batch from replica r's channel, or NULL once it is
+ * closed. An empty batch with a schema is kept in *schema_only (the first
+ * one) in case the whole output is empty. */
+static int merge_fetch(collector *c, int r, weir_batch **out, weir_batch **schema_only)
+{
+    for (;;) {
+        void *item;
+        int rc = weir_chan_recv(c->in[r]->ch, &item, c->r->ctx);
+        if (rc == WEIR_ECLOSED) {
+            *out = NULL;
+            return 0;
+        }
+        if (rc) return rc;
+        weir_batch *b = item;
+        if (!batch_empty(b)) {
+            *out = b;
+            return 0;
+        }
+        if (!*schema_only && b->kind == WEIR_KIND_ROWS && b->schema) *schema_only = b;
+        else weir_batch_release(b);
+    }
+}
+
+/* Sorted: every replica's stream is in def->compare order; a k-way merge
+ * (replica index breaks ties, so the result is deterministic) keeps the
+ * whole output in order. */
+static int collector_merge(collector *c)
+{
+    int n = c->nin, rc = 0;
+    weir_batch **head = calloc((size_t)n, sizeof *head);
+    uint32_t *pos = calloc((size_t)n, sizeof *pos);
+    weir_batch *out = NULL, *schema_only = NULL;
+    weir_stage h;
+    weir__plan_stage_init(&h, c->node);
+    if (!head || !pos) rc = WEIR_ENOMEM;
+    for (int r = 0; rc == 0 && r < n; r++) rc = merge_fetch(c, r, &head[r], &schema_only);
+    while (rc == 0) {
+        int best = -1;
+        for (int r = 0; r < n; r++) {
+            if (!head[r]) continue;
+            if (best < 0 || c->node->def->compare(&h, head[r], pos[r], head[best], pos[best]) < 0)
+                best = r;
+        }
+        if (best < 0) break;
+        if (!out) {
+            if ((rc = weir_pool_get(c->out->pool, &out))) break;
+            weir_batch_set_schema(out, head[best]->schema);
+        }
+        if ((rc = weir_batch_copy_row(out, head[best], pos[best]))) break;
+        if (++pos[best] == head[best]->nrows) {
+            weir_batch_release(head[best]);
+            pos[best] = 0;
+            rc = merge_fetch(c, best, &head[best], &schema_only);
+        }
+        if (rc == 0 && out->nrows >= 4096) {
+            rc = emitter_send(c->r, c->out, out);
+            out = NULL;
+        }
+    }
+    if (rc == 0 && out) {
+        rc = emitter_send(c->r, c->out, out);
+        out = NULL;
+    }
+    if (rc == 0 && schema_only && c->out->sent == 0) {
+        rc = emitter_send(c->r, c->out, schema_only);
+        schema_only = NULL;
+    }
+    weir_batch_release(out);
+    weir_batch_release(schema_only);
+    for (int r = 0; head && r < n; r++) weir_batch_release(head[r]);
+    free(head);
+    free(pos);
+    if (rc == WEIR_ENOMEM)
+        run_fail(c->r, rc, "collector of '%s': out of memory merging sorted output",
+                 c->node->label);
+    return rc;
+}
+
 static int collector_loop(collector *c)
 {
     weir_ctx *ctx = c->r->ctx;
     void *item;
+    if (c->sorted) return collector_merge(c);
     if (!c->ordered) {
         enum { BURST = 16 };
         void *items[BURST];
@@ -755,11 +843,14 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
         c->r = r;
         c->node = x;
         c->out = out;
-        c->ordered = x->ordered && !hashed_in && !(x->def->flags & WEIR_STAGE_MULTI_IN);
-        c->nin = c->ordered ? R : 1;
+        c->sorted = x->def->flags & WEIR_STAGE_SORTED_OUT;
+        c->ordered = !c->sorted && x->ordered && !hashed_in &&
+                     !(x->def->flags & WEIR_STAGE_MULTI_IN);
+        bool per_replica = c->ordered || c->sorted;
+        c->nin = per_replica ? R : 1;
         c->in = calloc((size_t)c->nin, sizeof *c->in);
         if (!c->in) return WEIR_ENOMEM;
-        if (c->ordered) {
+        if (per_replica) {
             for (int q = 0; q < R; q++)
                 WEIR__TRY(new_pchan(r, &c->in[q], 1, false, cap));
         } else {
@@ -768,7 +859,7 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
         for (int q = 0; q < R; q++) {
             emitter *re;
             WEIR__TRY(new_emitter(r, &re, pool));
-            WEIR__TRY(emitter_add(re, &c->in[c->ordered ? q : 0], 1, false, x));
+            WEIR__TRY(emitter_add(re, &c->in[per_replica ? q : 0], 1, false, x));
             mine[q]->out = re;
             mine[q]->ordered_replica = c->ordered;
         }
@@ -1031,6 +1122,14 @@ static void sb_schema(sbuf *b, const weir_schema *s)
     for (size_t c = 0; c < n; c++) sb_printf(b, "%s%s", c ? ", " : "", weir_schema_name(s, c));
 }
 
+/* How a replicated node's output is collected (matches build()). */
+static const char *collector_kind(const weir_node *x)
+{
+    if (x->def->flags & WEIR_STAGE_SORTED_OUT) return "sorted-merge";
+    if (x->ordered && !x->npart && !(x->def->flags & WEIR_STAGE_MULTI_IN)) return "ordered";
+    return "unordered";
+}
+
 static const char *dist_name(const weir_node *y)
 {
     return y->replicas > 1 ? (y->npart ? "hash split" : "round-robin") : "direct";
@@ -1057,9 +1156,7 @@ size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
         if (x->pos.file) sb_printf(&b, " (%s:%u:%u)", x->pos.file, x->pos.line, x->pos.col);
         sb_printf(&b, ": %s -> %s", weir_kind_name(x->in_kind), weir_kind_name(x->out_kind));
         if (x->replicas > 1) {
-            bool ordered = x->ordered && !x->npart && !(x->def->flags & WEIR_STAGE_MULTI_IN);
-            sb_printf(&b, ", %d replicas, %s collector", x->replicas,
-                      ordered ? "ordered" : "unordered");
+            sb_printf(&b, ", %d replicas, %s collector", x->replicas, collector_kind(x));
         }
         sb_printf(&b, "\n");
         if (x->schema) {
@@ -1127,9 +1224,8 @@ size_t weir_graph_dot(weir_graph *g, const weir_run_opts *opts, char *buf, size_
             sb_printf(&b, " #%d\"];\n    n%d_in -> n%d_r%d;\n", r, x->id, x->id, r);
         }
         if (x->out_kind != WEIR_KIND_NONE) {
-            bool ordered = x->ordered && !x->npart;
             sb_printf(&b, "    n%d [label=\"%s collector\", shape=triangle];\n", x->id,
-                      ordered ? "ordered" : "unordered");
+                      collector_kind(x));
             for (int r = 0; r < x->replicas; r++)
                 sb_printf(&b, "    n%d_r%d -> n%d;\n", x->id, r, x->id);
         }

@@ -879,7 +879,18 @@ static int set_runtime_arg(compiler *C, weir_node *n, const char *name, const we
 {
     parser *P = &C->P;
     int rc;
-    if (strcmp(name, "workers") == 0) {
+    if (strcmp(name, "mem") == 0) {
+        uint64_t bytes = 0;
+        bool ok = (e->kind == WEIR_EXPR_NUM && e->is_int && e->ival > 0 &&
+                   (bytes = (uint64_t)e->ival)) ||
+                  (e->kind == WEIR_EXPR_STR && weir_parse_size(e->str, &bytes) == 0);
+        if (!ok || bytes > INT64_MAX) {
+            perr(P, e->pos.line, e->pos.col, "mem takes a size in bytes or a string "
+                 "like \"512M\" or \"2G\"");
+            return WEIR_ESPEC;
+        }
+        rc = weir_node_set_int(n, "mem", (int64_t)bytes);
+    } else if (strcmp(name, "workers") == 0) {
         if (e->kind == WEIR_EXPR_COL && strcmp(e->str, "auto") == 0) return 0;
         if (e->kind != WEIR_EXPR_NUM || !e->is_int) {
             perr(P, e->pos.line, e->pos.col, "workers must be a whole number or auto");
@@ -985,7 +996,11 @@ static weir_node *compile_call(compiler *C, weir_node *up)
                 if (strcmp(a->name, argname) == 0 && a->type != WEIR_ARG_NAMED &&
                     a->type != WEIR_ARG_COLUMNS)
                     d = a;
-            if (strcmp(argname, "workers") == 0 || strcmp(argname, "ordered") == 0)
+            bool own_mem = false; /* a stage's own "mem" argument wins */
+            for (const weir_arg_def *a = def->args; a && a->name; a++)
+                own_mem |= strcmp(a->name, "mem") == 0;
+            if (strcmp(argname, "workers") == 0 || strcmp(argname, "ordered") == 0 ||
+                (strcmp(argname, "mem") == 0 && !own_mem))
                 rc = set_runtime_arg(C, n, argname, e);
             else if (d)
                 rc = set_arg(C, n, d, argname, e);

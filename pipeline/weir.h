@@ -102,6 +102,11 @@ WEIR_API const char *weir_errname(int code);
 /* Nanoseconds on the monotonic clock. Deadlines are expressed in it. */
 WEIR_API uint64_t weir_now_ns(void);
 
+/* Parse a size: a whole number of bytes, optionally followed by K, M, G or
+ * T (powers of 1024; "KB", "KiB" and lower case accepted), e.g. "512M".
+ * @return 0 and *bytes, or WEIR_EINVAL (not a size, zero, or overflow). */
+WEIR_API int weir_parse_size(const char *s, uint64_t *bytes);
+
 /* ------------------------------------------------------------------------ */
 /* 2. Contexts                                                              */
 /* ------------------------------------------------------------------------ */
@@ -607,6 +612,8 @@ enum weir_stage_flags {
                                     without it, interleaved as they come */
     WEIR_STAGE_KEEP_ORDER = 0x10,/* replicas' output must stay in input
                                     order: ordered=false is refused */
+    WEIR_STAGE_SORTED_OUT = 0x20,/* replicas emit rows sorted by
+                                    def->compare; the collector merges */
 };
 
 typedef struct weir_stage weir_stage;
@@ -664,6 +671,16 @@ typedef struct weir_stage_def {
      * error here fails the run. Not called after a failure or a cancel:
      * close() must then remove whatever the stage left. */
     int (*commit)(weir_stage *s);
+    /* WEIR_STAGE_KEYED stages: the name of the LIST argument whose columns
+     * partition the input across replicas (group: "by"), used when the
+     * node has no explicit weir_node_partition(). */
+    const char *partition_arg;
+    /* WEIR_STAGE_SORTED_OUT stages: the order of the stage's output rows
+     * (<0, 0, >0, like strcmp). Each replica emits rows in this order; the
+     * collector merges the replicas' streams by it, so the whole output is
+     * in order. s is a handle for reading arguments only (no state). */
+    int (*compare)(const weir_stage *s, const weir_batch *a, uint32_t ra,
+                   const weir_batch *b, uint32_t rb);
 } weir_stage_def;
 
 /* Arguments, resolved against the def's table (defaults applied). Asking
@@ -701,6 +718,14 @@ WEIR_API void weir_stage_set_state(weir_stage *s, void *state);
 WEIR_API weir_ctx *weir_stage_ctx(const weir_stage *s);
 /* The node's label (its name in the spec, or the def's name). */
 WEIR_API const char *weir_stage_name(const weir_stage *s);
+/* The memory this instance may hold in state (sort runs, group tables):
+ * the node's mem= argument, else the run's budget, divided among the
+ * replicas. Stages past it spill to weir_stage_tmpdir() or fail with a
+ * message naming the budget — they never grow without bound. */
+WEIR_API size_t weir_stage_mem_budget(const weir_stage *s);
+/* The directory for this run's spill files (exists; the stage creates
+ * and removes its own files in it). */
+WEIR_API const char *weir_stage_tmpdir(const weir_stage *s);
 /* This instance's replica index (0..replicas-1) and the replica count. */
 WEIR_API int weir_stage_replica(const weir_stage *s);
 WEIR_API int weir_stage_replicas(const weir_stage *s);
@@ -766,8 +791,9 @@ WEIR_API int weir_graph_add(weir_graph *g, const weir_stage_def *def,
                             const char *label, weir_node **out);
 
 /* Set an argument. The name must be in the def's table (or be one of the
- * runtime's own: "workers" int >= 1, "ordered" bool), with a matching type
- * (an int is accepted for a float argument). @return 0, WEIR_ENOTFOUND or
+ * runtime's own: "workers" int >= 1, "ordered" bool, "mem" int bytes for
+ * weir_stage_mem_budget), with a matching type (an int is accepted for a
+ * float argument). @return 0, WEIR_ENOTFOUND or
  * WEIR_EINVAL — weir_graph_errmsg() says which and why. */
 WEIR_API int weir_node_set_int(weir_node *n, const char *arg, int64_t v);
 WEIR_API int weir_node_set_float(weir_node *n, const char *arg, double v);
@@ -811,6 +837,9 @@ typedef struct weir_run_opts {
     size_t chan_capacity; /* batches per edge channel; 0: 16 */
     int max_workers;      /* cap for workers; 0: number of online CPUs */
     int launcher;         /* WEIR_LAUNCH_*; 0: AUTO */
+    size_t mem_budget;    /* bytes a stateful stage may hold (per node,
+                             shared by its replicas); 0: 1 GiB */
+    const char *tmpdir;   /* for spill files; NULL: $TMPDIR or /tmp */
 } weir_run_opts;
 
 enum weir_launch {
