@@ -7,7 +7,8 @@
 #   UPDATE=1 tests/cli/cli_test.sh      rewrite the golden files (review the
 #                                       diff before committing them)
 #
-# Cases live in tests/cli/cases.sh; helpers are below.
+# Cases live in tests/cli/cases.sh and tests/cli/cases_*.sh; helpers are
+# below.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -142,8 +143,13 @@ check() {
 
 [ -x "$WEIR" ] || { echo "cli_test: no weir binary at $WEIR (run make)"; exit 1; }
 mkdir -p "$GOLDEN"
-# shellcheck source=cases.sh
-. "$here/cases.sh"
+# cases.sh, then cases_*.sh (one file per area, so that work on different
+# areas does not collide in one file).
+for cases in "$here"/cases.sh "$here"/cases_*.sh; do
+    [ -f "$cases" ] || continue
+    # shellcheck disable=SC1090
+    . "$cases"
+done
 
 echo "cli: $pass passed, $fail failed"
 if [ "$fail" -gt 0 ]; then
