@@ -297,6 +297,20 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
         rc = weir_chan_send(t->ch[t->rr++ % (uint64_t)t->n]->ch, b, r->ctx);
     } else {
         /* Split the rows among the replicas by key hash. */
+        if (b->nrows == 0) {
+            /* A schema-only batch has no key to hash: every replica gets
+             * it, so each learns the columns (the collector passes on the
+             * first only). */
+            if (t->n > 1) __atomic_fetch_add(&b->refs, t->n - 1, __ATOMIC_RELAXED);
+            rc = 0;
+            for (int i = 0; i < t->n; i++) {
+                int src = rc ? rc : weir_chan_send(t->ch[i]->ch, b, r->ctx);
+                if (src) weir_batch_release(b);
+                rc = src;
+            }
+            if (rc == WEIR_ECLOSED) target_kill(t);
+            return rc;
+        }
         rc = target_keys(r, t, b);
         weir_batch **part = t->parts;
         int np = t->n;
@@ -652,6 +666,7 @@ static int collector_loop(collector *c)
      * END_OF_GROUP. The first replica found at its FINAL marker (or closed)
      * instead of at its group means the groups are over; then each
      * replica's finish() output follows, replica by replica. */
+    int final_r = -1;
     for (uint64_t k = 0;;) {
         int r = (int)(k % (uint64_t)c->nin);
         int rc = weir_chan_recv(c->in[r]->ch, &item, ctx);
@@ -660,6 +675,7 @@ static int collector_loop(collector *c)
         weir_batch *b = item;
         if (b->flags & WEIR__BATCH_FINAL) {
             weir_batch_release(b);
+            final_r = r;
             break;
         }
         bool end = b->flags & WEIR_BATCH_END_OF_GROUP;
@@ -667,12 +683,23 @@ static int collector_loop(collector *c)
         if (rc) return rc;
         if (end) k++;
     }
+    /* Only finish() output is left to pass on: it follows each replica's
+     * FINAL marker. A group still queued before that marker lies beyond
+     * the first missing one (its replica ended early: WEIR_DONE or an
+     * error) and cannot be delivered in order, so it is dropped. */
     for (int r = 0; r < c->nin; r++) {
+        bool final_seen = r == final_r;
         for (;;) {
             int rc = weir_chan_recv(c->in[r]->ch, &item, ctx);
             if (rc == WEIR_ECLOSED) break;
             if (rc) return rc;
-            rc = collector_forward(c, item);
+            weir_batch *b = item;
+            if (b->flags & WEIR__BATCH_FINAL) final_seen = true;
+            if (!final_seen) {
+                weir_batch_release(b);
+                continue;
+            }
+            rc = collector_forward(c, b);
             if (rc) return rc;
         }
     }
