@@ -38,8 +38,32 @@ const char *weir_arg_type_name(weir_arg_type t)
 int weir_graph_create(weir_graph **out)
 {
     *out = calloc(1, sizeof **out);
-    return *out ? 0 : WEIR_ENOMEM;
+    if (!*out) return WEIR_ENOMEM;
+    pthread_mutex_init(&(*out)->live_mu, NULL);
+    return 0;
 }
+
+void weir__graph_free_trace(weir_graph *g)
+{
+    for (size_t i = 0; i < g->ntracks; i++) free(g->tracks[i].spans);
+    free(g->tracks);
+    g->tracks = NULL;
+    g->ntracks = 0;
+}
+
+size_t weir_graph_nodes(const weir_graph *g, weir_node *const **nodes)
+{
+    *nodes = g->nodes;
+    return g->nnodes;
+}
+
+size_t weir_node_inputs(const weir_node *n, weir_node *const **inputs)
+{
+    *inputs = n->inputs;
+    return n->ninputs;
+}
+
+weir_pos weir_node_pos(const weir_node *n) { return n->pos; }
 
 static void arg_clear(weir__arg *a)
 {
@@ -72,6 +96,7 @@ static void node_free(weir_node *n)
     free(n->outputs);
     free(n->label);
     weir_schema_release(n->schema);
+    free(n->rstats);
     free(n);
 }
 
@@ -82,6 +107,8 @@ void weir_graph_destroy(weir_graph *g)
     free(g->nodes);
     for (size_t i = 0; i < g->nstrings; i++) free(g->strings[i]);
     free(g->strings);
+    weir__graph_free_trace(g);
+    pthread_mutex_destroy(&g->live_mu);
     free(g);
 }
 

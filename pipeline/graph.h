@@ -6,6 +6,36 @@
 
 #include "internal.h"
 
+#include <pthread.h>
+
+/* A replica's live counters: written by its worker only, read by anyone. */
+typedef struct weir__counters {
+    _Atomic uint64_t batches_in, batches_out, rows_in, rows_out, bytes_in, bytes_out;
+    _Atomic uint64_t busy_ns, wait_in_ns, wait_out_ns;
+    _Atomic uint64_t progress_done, progress_total;
+    _Atomic int finished;
+} weir__counters;
+
+/* Single writer: a relaxed load and store, no locked instruction. */
+#define WEIR__CNT_ADD(field, v)                                                   \
+    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + \
+                                        (uint64_t)(v), memory_order_relaxed)
+
+/* Trace spans of one worker (weir_run_opts.trace). */
+enum { WEIR__SPAN_PROCESS, WEIR__SPAN_WAIT_IN, WEIR__SPAN_WAIT_OUT };
+typedef struct weir__span {
+    uint64_t start, end;
+    int kind;
+} weir__span;
+typedef struct weir__track {
+    char name[128];
+    weir__span *spans;
+    size_t n, cap;
+    uint64_t dropped;
+} weir__track;
+void weir__track_add(weir__track *t, int kind, uint64_t start, uint64_t end);
+void weir__graph_free_trace(weir_graph *g);
+
 /* One argument of a node, resolved against the stage's table. */
 typedef struct weir__arg {
     const weir_arg_def *def;
@@ -47,8 +77,10 @@ struct weir_node {
     bool auto_part;      /* part[] came from def->partition_arg */
     size_t mem_budget;   /* resolved at validation: mem, or the run's */
     const char *tmpdir;  /* resolved at validation */
-    /* Counters of the last run, summed over replicas. */
+    /* Counters of the last run: summed over replicas, and per replica. */
     weir_node_stats stats;
+    weir_node_stats *rstats;
+    int nrstats;
 };
 
 struct weir_graph {
@@ -56,6 +88,11 @@ struct weir_graph {
     size_t nnodes, cap;
     char **strings;   /* kept for the graph's life (spec file names) */
     size_t nstrings;
+    pthread_mutex_t live_mu; /* guards live: a reader vs. the run's teardown */
+    struct run *live;        /* the run in progress, for live counters */
+    weir__track *tracks;     /* the last run's trace */
+    size_t ntracks;
+    uint64_t trace_t0;
     char errmsg[1024];
 };
 
@@ -84,7 +121,9 @@ struct weir_stage {
     bool downstream_gone;
     bool opened;          /* open() was called: close() is due */
     weir_batch *pending;  /* ordered replica: held until the group ends */
-    weir_node_stats st;
+    weir__counters st;
+    uint64_t wait_out_mirror; /* st.wait_out_ns, read by this thread only */
+    weir__track *track;       /* NULL unless tracing */
 };
 
 /* A stage handle for plan-time callbacks (no run): errors go to the graph. */

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Markers: empty batches (fresh from a pool, so never shared) that an
  * ordered replica sends to its collector. END_OF_GROUP may also ride on
@@ -395,9 +396,52 @@ static bool batch_empty(const weir_batch *b)
 
 static void count_out(weir_stage *s, const weir_batch *b)
 {
-    s->st.batches_out++;
-    s->st.rows_out += b->nrows;
-    s->st.bytes_out += b->len;
+    WEIR__CNT_ADD(s->st.batches_out, 1);
+    WEIR__CNT_ADD(s->st.rows_out, b->nrows);
+    WEIR__CNT_ADD(s->st.bytes_out, b->len);
+}
+
+void weir__track_add(weir__track *t, int kind, uint64_t start, uint64_t end)
+{
+    if (t->n == t->cap) {
+        /* Bounded: a long run keeps its first million spans per worker. */
+        size_t cap = t->cap ? t->cap * 2 : 4096;
+        weir__span *ns = cap <= ((size_t)1 << 20) ? realloc(t->spans, cap * sizeof *ns) : NULL;
+        if (!ns) {
+            t->dropped++;
+            return;
+        }
+        t->spans = ns;
+        t->cap = cap;
+    }
+    t->spans[t->n++] = (weir__span){start, end, kind};
+}
+
+/* Time spent blocked counts, and is traced, from a microsecond up: shorter
+ * waits are the channel's fast path, not a wait. */
+static void note_wait(weir_stage *s, _Atomic uint64_t *total, int kind, uint64_t t0, uint64_t t1)
+{
+    WEIR__CNT_ADD(*total, t1 - t0);
+    if (s->track && t1 - t0 >= 1000) weir__track_add(s->track, kind, t0, t1);
+}
+
+/* Run one callback, counting its time as busy less what it spent blocked
+ * sending (which emit counts as wait_out). */
+#define TIMED_CALL(s, call)                                                         \
+    ({                                                                              \
+        uint64_t t0_ = weir_now_ns(), w0_ = (s)->wait_out_mirror;                   \
+        int rc_ = (call);                                                           \
+        uint64_t t1_ = weir_now_ns();                                               \
+        WEIR__CNT_ADD((s)->st.busy_ns, (t1_ - t0_) - ((s)->wait_out_mirror - w0_)); \
+        if ((s)->track) weir__track_add((s)->track, WEIR__SPAN_PROCESS, t0_, t1_);  \
+        rc_;                                                                        \
+    })
+
+void weir_stage_progress(weir_stage *s, uint64_t done, uint64_t total)
+{
+    if (!s->r) return; /* plan time */
+    atomic_store_explicit(&s->st.progress_done, done, memory_order_relaxed);
+    atomic_store_explicit(&s->st.progress_total, total, memory_order_relaxed);
 }
 
 int weir_stage_emit(weir_stage *s, weir_batch *b)
@@ -409,24 +453,27 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
     /* Empty batches carry nothing — except the first of a rows stream,
      * which tells downstream the columns when there are no rows at all
      * (a CSV file with only a header still writes its header). */
-    if (batch_empty(b) && !(b->kind == WEIR_KIND_ROWS && b->schema && s->st.batches_out == 0)) {
+    uint64_t nout = atomic_load_explicit(&s->st.batches_out, memory_order_relaxed);
+    if (batch_empty(b) && !(b->kind == WEIR_KIND_ROWS && b->schema && nout == 0)) {
         weir_batch_release(b);
         return 0;
     }
     if (s->node->def->in_kind == WEIR_KIND_NONE && !weir_batch_shared(b))
-        b->seq = s->st.batches_out; /* a source numbers its batches */
+        b->seq = nout; /* a source numbers its batches */
     count_out(s, b);
-    int rc;
     if (s->ordered_replica && !s->in_finish) {
         /* Hold the newest batch back: only when process() returns do we know
          * which one ends the group. */
         weir_batch *prev = s->pending;
         s->pending = b;
         if (!prev) return 0;
-        rc = emitter_send(s->r, s->out, prev);
-    } else {
-        rc = emitter_send(s->r, s->out, b);
+        b = prev;
     }
+    uint64_t t0 = weir_now_ns();
+    int rc = emitter_send(s->r, s->out, b);
+    uint64_t t1 = weir_now_ns();
+    s->wait_out_mirror += t1 - t0;
+    note_wait(s, &s->st.wait_out_ns, WEIR__SPAN_WAIT_OUT, t0, t1);
     if (rc == WEIR_DONE) s->downstream_gone = true;
     return rc;
 }
@@ -484,10 +531,10 @@ static void note_result(weir_stage *s, int rc, const char *what)
 
 static int process_one(weir_stage *s, weir_batch *b)
 {
-    s->st.batches_in++;
-    s->st.rows_in += b->nrows;
-    s->st.bytes_in += b->len;
-    int rc = s->node->def->process(s, b);
+    WEIR__CNT_ADD(s->st.batches_in, 1);
+    WEIR__CNT_ADD(s->st.rows_in, b->nrows);
+    WEIR__CNT_ADD(s->st.bytes_in, b->len);
+    int rc = TIMED_CALL(s, s->node->def->process(s, b));
     if (s->ordered_replica) {
         if (rc == 0 || rc == WEIR_DONE) {
             int erc = end_group(s);
@@ -506,7 +553,7 @@ static int instance_loop(weir_stage *s)
     if (d->in_kind == WEIR_KIND_NONE) {
         for (;;) {
             if (weir_ctx_done(s->r->ctx)) return weir_ctx_err(s->r->ctx);
-            int rc = d->process(s, NULL);
+            int rc = TIMED_CALL(s, d->process(s, NULL));
             if (rc) return rc;
         }
     }
@@ -514,7 +561,9 @@ static int instance_loop(weir_stage *s)
     void *items[BURST];
     for (size_t port = 0; port < s->nin; port++) {
         for (;;) {
+            uint64_t t0 = weir_now_ns();
             long n = weir_chan_recv_many(s->in[port]->ch, items, BURST, s->r->ctx);
+            note_wait(s, &s->st.wait_in_ns, WEIR__SPAN_WAIT_IN, t0, weir_now_ns());
             if (n == WEIR_ECLOSED) break;
             if (n < 0) return (int)n;
             for (long i = 0; i < n; i++) {
@@ -533,7 +582,7 @@ static void instance_main(weir_stage *s)
 {
     const weir_stage_def *d = s->node->def;
     s->opened = true;
-    int rc = d->open ? d->open(s) : 0;
+    int rc = d->open ? TIMED_CALL(s, d->open(s)) : 0;
     if (rc < 0) note_result(s, rc, "open");
     if (rc == 0) {
         rc = instance_loop(s);
@@ -542,13 +591,14 @@ static void instance_main(weir_stage *s)
             send_marker(s, WEIR__BATCH_FINAL); /* what follows is finish()'s */
         if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && d->finish) {
             s->in_finish = true;
-            int frc = d->finish(s);
+            int frc = TIMED_CALL(s, d->finish(s));
             if (frc < 0) note_result(s, frc, "finish");
         }
     }
     /* Stop taking input (upstream sees CLOSED) and release our outputs. */
     for (size_t i = 0; i < s->nin; i++) pchan_abandon(s->in[i]);
     emitter_close(s->out);
+    atomic_store_explicit(&s->st.finished, 1, memory_order_relaxed);
 }
 
 static int collector_forward(collector *c, weir_batch *b)
@@ -815,6 +865,11 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
             weir_stage *s = calloc(1, sizeof *s);
             if (!s) return WEIR_ENOMEM;
             PUSH(r->insts, r->ninsts, s);
+            if (r->o->trace) {
+                if (!(s->track = calloc(1, sizeof *s->track))) return WEIR_ENOMEM;
+                if (R > 1) snprintf(s->track->name, sizeof s->track->name, "%s #%d", x->label, q);
+                else snprintf(s->track->name, sizeof s->track->name, "%s", x->label);
+            }
             s->r = r;
             s->node = x;
             s->replica = q;
@@ -900,8 +955,49 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
     return 0;
 }
 
+/* One replica's counters; live adds what waits in its input channels. */
+static void stats_of(const weir_stage *s, weir_node_stats *o, bool live)
+{
+#define LD(f) atomic_load_explicit(&s->st.f, memory_order_relaxed)
+    *o = (weir_node_stats){
+        .batches_in = LD(batches_in), .batches_out = LD(batches_out),
+        .rows_in = LD(rows_in), .rows_out = LD(rows_out),
+        .bytes_in = LD(bytes_in), .bytes_out = LD(bytes_out),
+        .busy_ns = LD(busy_ns), .wait_in_ns = LD(wait_in_ns), .wait_out_ns = LD(wait_out_ns),
+        .progress_done = LD(progress_done), .progress_total = LD(progress_total),
+        .replicas = 1, .finished = LD(finished),
+    };
+#undef LD
+    for (size_t k = 0; live && k < s->nin; k++) {
+        o->queued += weir_chan_len(s->in[k]->ch);
+        o->capacity += weir_chan_cap(s->in[k]->ch);
+    }
+}
+
+static void stats_add(weir_node_stats *t, const weir_node_stats *o)
+{
+    t->batches_in += o->batches_in;
+    t->batches_out += o->batches_out;
+    t->rows_in += o->rows_in;
+    t->rows_out += o->rows_out;
+    t->bytes_in += o->bytes_in;
+    t->bytes_out += o->bytes_out;
+    t->busy_ns += o->busy_ns;
+    t->wait_in_ns += o->wait_in_ns;
+    t->wait_out_ns += o->wait_out_ns;
+    t->progress_done += o->progress_done;
+    t->progress_total += o->progress_total;
+    t->queued += o->queued;
+    t->capacity += o->capacity;
+    t->finished += o->finished;
+}
+
 static void teardown(run *r, weir_node **order, size_t n, ports *pt)
 {
+    /* First: no live reader may reach the channels or instances freed below. */
+    pthread_mutex_lock(&r->g->live_mu);
+    r->g->live = NULL;
+    pthread_mutex_unlock(&r->g->live_mu);
     for (size_t i = 0; i < r->nchans; i++) {
         void *item;
         while (weir_chan_try_recv(r->chans[i]->ch, &item) == 0)
@@ -920,15 +1016,32 @@ static void teardown(run *r, weir_node **order, size_t n, ports *pt)
         free(r->emitters[i]);
     }
     free(r->emitters);
+    /* Final counters and the trace move to the graph. */
     for (size_t i = 0; i < r->ninsts; i++) {
         weir_stage *s = r->insts[i];
-        weir_node_stats *st = &s->node->stats;
-        st->batches_in += s->st.batches_in;
-        st->batches_out += s->st.batches_out;
-        st->rows_in += s->st.rows_in;
-        st->rows_out += s->st.rows_out;
-        st->bytes_in += s->st.bytes_in;
-        st->bytes_out += s->st.bytes_out;
+        weir_node *x = s->node;
+        if (!x->rstats || x->nrstats != s->nreplicas) {
+            free(x->rstats);
+            x->rstats = calloc((size_t)s->nreplicas, sizeof *x->rstats);
+            x->nrstats = x->rstats ? s->nreplicas : 0;
+        }
+        weir_node_stats one;
+        stats_of(s, &one, false);
+        if (s->replica < x->nrstats) x->rstats[s->replica] = one;
+        stats_add(&x->stats, &one);
+    }
+    if (r->o->trace) {
+        weir_graph *g = r->g;
+        g->tracks = calloc(r->ninsts ? r->ninsts : 1, sizeof *g->tracks);
+        for (size_t i = 0; g->tracks && i < r->ninsts; i++)
+            if (r->insts[i]->track) g->tracks[g->ntracks++] = *r->insts[i]->track;
+        if (!g->tracks)
+            for (size_t i = 0; i < r->ninsts; i++)
+                if (r->insts[i]->track) free(r->insts[i]->track->spans);
+    }
+    for (size_t i = 0; i < r->ninsts; i++) {
+        weir_stage *s = r->insts[i];
+        free(s->track);
         free(s->in);
         free(s);
     }
@@ -1075,6 +1188,8 @@ int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
     for (size_t i = 0; i < n; i++) {
         g->nodes[i]->stats = (weir_node_stats){.replicas = g->nodes[i]->replicas};
     }
+    weir__graph_free_trace(g);
+    g->trace_t0 = weir_now_ns();
     run r = {.g = g, .o = o};
     pthread_mutex_init(&r.mu, NULL);
     ports *pt = calloc(n, sizeof *pt);
@@ -1082,6 +1197,9 @@ int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
     rc = pt && r.pools ? weir_ctx_create(&r.ctx, ctx) : WEIR_ENOMEM;
     if (rc == 0) rc = build(&r, order, n, pt);
     if (rc == 0) {
+        pthread_mutex_lock(&g->live_mu);
+        g->live = &r;
+        pthread_mutex_unlock(&g->live_mu);
         launch(&r);
         rc = r.err;
         if (rc == 0 && ctx && weir_ctx_done(ctx)) rc = weir_ctx_err(ctx);
@@ -1121,8 +1239,106 @@ int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
 
 int weir_node_get_stats(const weir_node *n, weir_node_stats *st)
 {
-    *st = n->stats;
+    pthread_mutex_lock(&n->g->live_mu);
+    run *r = n->g->live;
+    if (r) {
+        *st = (weir_node_stats){.replicas = n->replicas};
+        for (size_t i = 0; i < r->ninsts; i++) {
+            if (r->insts[i]->node != n) continue;
+            weir_node_stats one;
+            stats_of(r->insts[i], &one, true);
+            stats_add(st, &one);
+        }
+    } else {
+        *st = n->stats;
+    }
+    pthread_mutex_unlock(&n->g->live_mu);
     return 0;
+}
+
+int weir_node_replica_stats(const weir_node *n, int rep, weir_node_stats *st)
+{
+    int rc = WEIR_EINVAL;
+    pthread_mutex_lock(&n->g->live_mu);
+    run *r = n->g->live;
+    for (size_t i = 0; r && i < r->ninsts; i++) {
+        if (r->insts[i]->node == n && r->insts[i]->replica == rep) {
+            stats_of(r->insts[i], st, true);
+            rc = 0;
+        }
+    }
+    if (!r && rep >= 0 && rep < n->nrstats) {
+        *st = n->rstats[rep];
+        rc = 0;
+    }
+    pthread_mutex_unlock(&n->g->live_mu);
+    return rc;
+}
+
+/* ---- trace ------------------------------------------------------------------------------------- */
+
+/* Write all of buf to fd. @return 0 or WEIR_EIO. */
+static int write_all(int fd, const char *buf, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, buf, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return WEIR_EIO;
+        buf += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int weir_graph_trace_write(const weir_graph *g, int fd)
+{
+    if (!g->tracks) return WEIR_EINVAL;
+    static const char *const kinds[] = {"process", "wait input", "wait output"};
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) return WEIR_ENOMEM;
+    int rc = 0;
+    uint64_t dropped = 0;
+#define EMIT(...)                                                                    \
+    do {                                                                             \
+        int k_ = snprintf(buf + len, cap - len, __VA_ARGS__);                        \
+        if (k_ > 0) len += (size_t)k_;                                               \
+        if (cap - len < 512) {                                                       \
+            if ((rc = write_all(fd, buf, len))) goto out;                            \
+            len = 0;                                                                 \
+        }                                                                            \
+    } while (0)
+    EMIT("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
+    EMIT("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"tid\":0,"
+         "\"args\":{\"name\":\"weir %s\"}}", WEIR_VERSION_STRING);
+    for (size_t t = 0; t < g->ntracks; t++) {
+        const weir__track *tr = &g->tracks[t];
+        dropped += tr->dropped;
+        /* Names come from spec labels: keep them JSON-safe. */
+        char name[sizeof tr->name];
+        size_t k = 0;
+        for (const char *p = tr->name; *p && k + 1 < sizeof name; p++)
+            name[k++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
+        name[k] = '\0';
+        EMIT(",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%zu,"
+             "\"args\":{\"name\":\"%s\"}}", t + 1, name);
+        for (size_t i = 0; i < tr->n; i++) {
+            const weir__span *sp = &tr->spans[i];
+            EMIT(",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"B\",\"pid\":1,\"tid\":%zu,"
+                 "\"ts\":%.3f}", kinds[sp->kind], kinds[sp->kind], t + 1,
+                 (double)(sp->start - g->trace_t0) / 1e3);
+            EMIT(",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"E\",\"pid\":1,\"tid\":%zu,"
+                 "\"ts\":%.3f}", kinds[sp->kind], kinds[sp->kind], t + 1,
+                 (double)(sp->end - g->trace_t0) / 1e3);
+        }
+    }
+    EMIT("\n],\"otherData\":{\"weir_version\":\"%s\",\"dropped_spans\":%llu}}\n",
+         WEIR_VERSION_STRING, (unsigned long long)dropped);
+    rc = write_all(fd, buf, len);
+out:
+#undef EMIT
+    free(buf);
+    return rc;
 }
 
 /* ---- describe ------------------------------------------------------------------------------- */

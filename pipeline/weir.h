@@ -726,6 +726,9 @@ WEIR_API size_t weir_stage_mem_budget(const weir_stage *s);
 /* The directory for this run's spill files (exists; the stage creates
  * and removes its own files in it). */
 WEIR_API const char *weir_stage_tmpdir(const weir_stage *s);
+/* Report how far the stage is (e.g. input bytes read of the total), for
+ * live progress displays. Cheap (two relaxed stores); call per batch. */
+WEIR_API void weir_stage_progress(weir_stage *s, uint64_t done, uint64_t total);
 /* This instance's replica index (0..replicas-1) and the replica count. */
 WEIR_API int weir_stage_replica(const weir_stage *s);
 WEIR_API int weir_stage_replicas(const weir_stage *s);
@@ -842,6 +845,7 @@ typedef struct weir_run_opts {
     size_t mem_budget;    /* bytes a stateful stage may hold (per node,
                              shared by its replicas); 0: 1 GiB */
     const char *tmpdir;   /* for spill files; NULL: $TMPDIR or /tmp */
+    bool trace;           /* record spans for weir_graph_trace_write */
 } weir_run_opts;
 
 enum weir_launch {
@@ -869,15 +873,45 @@ WEIR_API int weir_graph_run(weir_graph *g, weir_ctx *ctx,
  * "stage 'parse': line 3: bad number". Valid until the next call on g. */
 WEIR_API const char *weir_graph_errmsg(const weir_graph *g);
 
-/* Per-node counters of the last run. */
+/*
+ * Counters. Each replica counts its own (single writer, relaxed atomics, a
+ * clock read per batch); any thread may read them while weir_graph_run
+ * works (each counter is read atomically, not all of them at one instant),
+ * and they stay readable after the run until the next one starts.
+ */
 typedef struct weir_node_stats {
     uint64_t batches_in, batches_out;
     uint64_t rows_in, rows_out;
     uint64_t bytes_in, bytes_out;
+    uint64_t busy_ns;       /* in the stage's callbacks, less wait_out_ns */
+    uint64_t wait_in_ns;    /* blocked waiting for input */
+    uint64_t wait_out_ns;   /* blocked sending (downstream full) */
+    uint64_t progress_done; /* weir_stage_progress(): e.g. input bytes read */
+    uint64_t progress_total;/* and their total; 0 if the stage reports none */
+    uint64_t queued;        /* live: batches waiting in the node's input
+                               channels; 0 once the run has ended */
+    uint64_t capacity;      /* those channels' total capacity */
     int replicas;
+    int finished;           /* replicas that have ended */
 } weir_node_stats;
-/* @return 0 and fills *st with the sum over the node's replicas. */
+/* The node's counters summed over its replicas. @return 0. */
 WEIR_API int weir_node_get_stats(const weir_node *n, weir_node_stats *st);
+/* One replica's counters (replicas, finished are 1/0 for it).
+ * @return 0, or WEIR_EINVAL if r is out of range (or no run yet). */
+WEIR_API int weir_node_replica_stats(const weir_node *n, int r, weir_node_stats *st);
+/* The graph's nodes in the order they were added. @return the count;
+ * *nodes is valid until the graph changes. */
+WEIR_API size_t weir_graph_nodes(const weir_graph *g, weir_node *const **nodes);
+/* The node's upstream nodes, one per input port. @return the count. */
+WEIR_API size_t weir_node_inputs(const weir_node *n, weir_node *const **inputs);
+/* Where the node is in the spec (file NULL if built by the graph API). */
+WEIR_API weir_pos weir_node_pos(const weir_node *n);
+
+/* Write the last run's trace (needs weir_run_opts.trace) to fd as Chrome
+ * trace-event JSON (Perfetto, chrome://tracing): one track per worker,
+ * spans "process" (a batch in the stage's callback), "wait input" and
+ * "wait output". @return 0, WEIR_EINVAL (no trace recorded) or WEIR_EIO. */
+WEIR_API int weir_graph_trace_write(const weir_graph *g, int fd);
 
 /* Write the physical graph the run would build, as text, into buf
  * (like snprintf). @return the length it needed. */
