@@ -417,6 +417,12 @@ void weir__track_add(weir__track *t, int kind, uint64_t start, uint64_t end)
     t->spans[t->n++] = (weir__span){start, end, kind};
 }
 
+/* The clock, unless the run was asked not to time (then 0: times stay 0). */
+static inline uint64_t now_if(const weir_stage *s)
+{
+    return s->r->o->no_timing ? 0 : weir_now_ns();
+}
+
 /* Time spent blocked counts, and is traced, from a microsecond up: shorter
  * waits are the channel's fast path, not a wait. */
 static void note_wait(weir_stage *s, _Atomic uint64_t *total, int kind, uint64_t t0, uint64_t t1)
@@ -429,9 +435,9 @@ static void note_wait(weir_stage *s, _Atomic uint64_t *total, int kind, uint64_t
  * sending (which emit counts as wait_out). */
 #define TIMED_CALL(s, call)                                                         \
     ({                                                                              \
-        uint64_t t0_ = weir_now_ns(), w0_ = (s)->wait_out_mirror;                   \
+        uint64_t t0_ = now_if(s), w0_ = (s)->wait_out_mirror;                       \
         int rc_ = (call);                                                           \
-        uint64_t t1_ = weir_now_ns();                                               \
+        uint64_t t1_ = now_if(s);                                                   \
         WEIR__CNT_ADD((s)->st.busy_ns, (t1_ - t0_) - ((s)->wait_out_mirror - w0_)); \
         if ((s)->track) weir__track_add((s)->track, WEIR__SPAN_PROCESS, t0_, t1_);  \
         rc_;                                                                        \
@@ -469,9 +475,9 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
         if (!prev) return 0;
         b = prev;
     }
-    uint64_t t0 = weir_now_ns();
+    uint64_t t0 = now_if(s);
     int rc = emitter_send(s->r, s->out, b);
-    uint64_t t1 = weir_now_ns();
+    uint64_t t1 = now_if(s);
     s->wait_out_mirror += t1 - t0;
     note_wait(s, &s->st.wait_out_ns, WEIR__SPAN_WAIT_OUT, t0, t1);
     if (rc == WEIR_DONE) s->downstream_gone = true;
@@ -561,9 +567,9 @@ static int instance_loop(weir_stage *s)
     void *items[BURST];
     for (size_t port = 0; port < s->nin; port++) {
         for (;;) {
-            uint64_t t0 = weir_now_ns();
+            uint64_t t0 = now_if(s);
             long n = weir_chan_recv_many(s->in[port]->ch, items, BURST, s->r->ctx);
-            note_wait(s, &s->st.wait_in_ns, WEIR__SPAN_WAIT_IN, t0, weir_now_ns());
+            note_wait(s, &s->st.wait_in_ns, WEIR__SPAN_WAIT_IN, t0, now_if(s));
             if (n == WEIR_ECLOSED) break;
             if (n < 0) return (int)n;
             for (long i = 0; i < n; i++) {

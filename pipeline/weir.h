@@ -846,6 +846,8 @@ typedef struct weir_run_opts {
                              shared by its replicas); 0: 1 GiB */
     const char *tmpdir;   /* for spill files; NULL: $TMPDIR or /tmp */
     bool trace;           /* record spans for weir_graph_trace_write */
+    bool no_timing;       /* skip the clock reads behind busy/wait times
+                             (counts stay); to measure what timing costs */
 } weir_run_opts;
 
 enum weir_launch {

@@ -58,6 +58,8 @@ typedef struct read_state {
     const char *const *files; /* sorted names; they are the batches' origins */
     size_t nfiles, next;
     uint64_t offset; /* uncompressed offset in the current file */
+    uint64_t total;  /* bytes of all the files on disk; 0 if unknown (a pipe) */
+    uint64_t before; /* bytes of the files already read */
     read_file f;
     unsigned char *in;
     ZSTD_DCtx *dctx;
@@ -284,7 +286,27 @@ static int read_open(weir_stage *s)
     st->f.in_cap = READ_CHUNK;
     st->f.dctx = st->dctx;
     st->f.ctx = weir_stage_ctx(s);
-    return read_expand(s, weir_stage_arg_str(s, "path"), st);
+    int rc = read_expand(s, weir_stage_arg_str(s, "path"), st);
+    /* The on-disk size of all inputs, for progress (compressed bytes for
+     * .zst: what is read is what is counted). */
+    for (size_t i = 0; rc == 0 && i < st->nfiles; i++) {
+        struct stat sb;
+        if (strcmp(st->files[i], "-") == 0 || stat(st->files[i], &sb) != 0 ||
+            !S_ISREG(sb.st_mode)) {
+            st->total = 0;
+            break;
+        }
+        st->total += (uint64_t)sb.st_size;
+    }
+    return rc;
+}
+
+/* How far the input is read, on disk. One lseek per 1 MiB batch. */
+static void read_progress(weir_stage *s, read_state *st)
+{
+    if (!st->total) return;
+    off_t pos = st->f.fd >= 0 ? lseek(st->f.fd, 0, SEEK_CUR) : 0;
+    weir_stage_progress(s, st->before + (uint64_t)(pos > 0 ? pos : 0), st->total);
 }
 
 static int read_process(weir_stage *s, weir_batch *unused)
@@ -319,7 +341,10 @@ static int read_process(weir_stage *s, weir_batch *unused)
         b->origin = st->f.name;
         b->offset = st->offset;
         st->offset += n;
+        read_progress(s, st);
         if (done) {
+            struct stat sb;
+            if (st->total && fstat(st->f.fd, &sb) == 0) st->before += (uint64_t)sb.st_size;
             read_file_close(&st->f);
             st->next++;
         }
