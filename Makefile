@@ -29,7 +29,7 @@ WARN := -Wall -Wextra -Wshadow -Wcast-qual -Wstrict-prototypes \
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(WERROR) -fopenmp \
               -MMD -MP -Ipipeline $(SAN) $(CFLAGS)
 LIBCFLAGS  := $(CFLAGS_ALL) -fPIC -fvisibility=hidden -DWEIR_BUILDING
-LDLIBS_ALL := -lcsv -lzstd -lpthread -lm $(LDLIBS)
+LDLIBS_ALL := -lcsv -lzstd -lpthread -lm -ldl $(LDLIBS)
 LDFLAGS_ALL := -fopenmp $(SAN) $(LDFLAGS)
 
 LIB_SRC  := $(wildcard pipeline/*.c) $(wildcard stages/*.c)
@@ -73,7 +73,7 @@ $(SHARED): $(LIB_OBJ)
 	ln -sf $(SONAME) $(B)/libweir.so
 
 $(WEIR): $(CLI_OBJ) $(STATIC)
-	$(CC) -o $@ $(CLI_OBJ) $(LINK_LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+	$(CC) -rdynamic -o $@ $(CLI_OBJ) $(LINK_LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
 $(B)/tests/%: tests/%.c $(STATIC)
 	@mkdir -p $(dir $@)

@@ -53,6 +53,7 @@ static void usage(FILE *f)
             "\n"
             "  weir COMMAND --help  options of a command\n"
             "  weir --version       the version\n"
+            "  --plugin FILE        (with any command) load stages from a plugin\n"
             "\n"
             "example:\n"
             "  weir run -e 'read(\"trips.csv\") | csv() | filter(fare > 50) | head(5)'\n"
@@ -77,6 +78,36 @@ int main(int argc, char **argv)
         usage(stdout);
         return EXIT_OK;
     }
+    /* --plugin FILE (any command, repeatable): load before anything else,
+     * so the command sees the plugin's stages; then drop it from argv. */
+    int kept = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i], *path = NULL;
+        if (strcmp(o, "--plugin") == 0) {
+            if (i + 1 >= argc) {
+                cli_error("option '--plugin' needs a file");
+                return EXIT_USAGE;
+            }
+            path = argv[++i];
+        } else if (strncmp(o, "--plugin=", 9) == 0) {
+            path = o + 9;
+        } else {
+            argv[kept++] = argv[i];
+            continue;
+        }
+        char err[1024];
+        if (weir_plugin_load(path, err, sizeof err) != 0) {
+            cli_error("%s", err);
+            return EXIT_USAGE;
+        }
+    }
+    argc = kept;
+    argv[argc] = NULL;
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    cmd = argv[1];
     static const struct {
         const char *name;
         int (*fn)(int, char **);

@@ -1114,10 +1114,40 @@ static weir_node *compile_chain(compiler *C)
     return P->rc ? NULL : n;
 }
 
+/* load("path.so"): a plugin's stages become known from here on. */
+static int compile_load(compiler *C)
+{
+    parser *P = &C->P;
+    tok kw = take(P);
+    free(kw.text);
+    if (!expect(P, T_LPAREN, "'(' after load")) return P->rc;
+    tok path = take(P);
+    if (path.kind != T_STR) {
+        perr(P, path.line, path.col, "load() takes the plugin's path as a string");
+        free(path.text);
+        return P->rc;
+    }
+    char err[1024];
+    int rc = weir_plugin_load(path.text, err, sizeof err);
+    if (rc) perr(P, path.line, path.col, "%s", err);
+    free(path.text);
+    if (!P->rc) expect(P, T_RPAREN, "')'");
+    return P->rc;
+}
+
 static int compile_stmt(compiler *C)
 {
     parser *P = &C->P;
     tok *t = peek(P);
+    if (t->kind == T_NAME && strcmp(t->text, "load") == 0 && !weir_stage_find("load")) {
+        /* load ( — a statement, not a chain */
+        const char *q = P->p;
+        while (q < P->end && (*q == ' ' || *q == '\t')) q++;
+        if (q < P->end && *q == '(') {
+            C->last_tail = NULL;
+            return compile_load(C);
+        }
+    }
     if (t->kind == T_NAME && strcmp(t->text, "let") == 0) {
         drop(P);
         tok name = take(P);

@@ -938,6 +938,37 @@ WEIR_API size_t weir_stage_list(const weir_stage_def *const **defs);
  * taken); WEIR_ENOMEM. */
 WEIR_API int weir_stage_register(const weir_stage_def *def);
 
+/*
+ * Plugins: a shared object that registers stages. Write the stages as
+ * usual, register them in an init function, and name it with WEIR_PLUGIN:
+ *
+ *     static int init(void) { return weir_stage_register(&my_stage); }
+ *     WEIR_PLUGIN(init)
+ *
+ * Build it against weir.h alone, without linking libweir (the program
+ * that loads it provides the weir_ functions):
+ *
+ *     cc -shared -fPIC $(pkg-config --cflags weir) -o mystages.so mystages.c
+ *
+ * and load it with load("./mystages.so") in a spec, `weir run --plugin`,
+ * or weir_plugin_load() in a program (which must export its weir_ symbols:
+ * link it with -rdynamic, or with -lweir dynamically).
+ */
+#define WEIR_PLUGIN(init_fn)                                                   \
+    __attribute__((visibility("default"))) const unsigned weir_plugin_abi =    \
+        WEIR_ABI_VERSION;                                                      \
+    __attribute__((visibility("default"))) int weir_plugin_init(void)         \
+    {                                                                          \
+        return init_fn();                                                      \
+    }
+
+/* Load the plugin at path (a bare name means the current directory) and
+ * run its init, which registers its stages. The object stays loaded.
+ * @return 0; WEIR_ENOTFOUND (cannot open: missing file, unresolved
+ * symbols), WEIR_EINVAL (not a weir plugin, another ABI, or init failed) —
+ * with a one-line reason in err. Not thread-safe (like registering). */
+WEIR_API int weir_plugin_load(const char *path, char *err, size_t errsize);
+
 /* ------------------------------------------------------------------------ */
 /* 9. Specs                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -952,9 +983,10 @@ typedef struct weir_spec_opts {
 
 /*
  * Compile spec text into a new graph (see the spec language in DESIGN.md):
- * statements `let NAME = chain` and `chain`, chains of stage calls joined
- * by `|`, stage arguments positional or name=value. Stages are looked up in
- * the registry. `file` names the text in positions ("<expr>" for -e).
+ * statements `let NAME = chain`, `chain` and `load("plugin.so")` (loads a
+ * plugin there and then, so later statements can use its stages), chains of
+ * stage calls joined by `|`, stage arguments positional or name=value.
+ * Stages are looked up in the registry. `file` names the text in positions ("<expr>" for -e).
  * The graph keeps its own copy of file and of every expression.
  * @return 0 with *out set; WEIR_ESPEC with "file:line:col: message" in err;
  * WEIR_ENOMEM.
