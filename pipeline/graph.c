@@ -668,6 +668,20 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
             x->schema = weir_schema_retain(in_schema);
         }
     }
+    /* One thread per replica (and per collector): past a few thousand the
+     * machine runs out of threads or memory for their stacks, so say so
+     * now rather than fail half-started. */
+    size_t threads = 0;
+    for (size_t i = 0; i < n; i++) {
+        const weir_node *x = order[i];
+        threads += (size_t)x->replicas + (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE);
+    }
+    if (threads > WEIR__MAX_WORKERS) {
+        weir__graph_errorf(g, "the graph needs %zu worker threads (one per stage replica); "
+                           "weir runs at most %d: use fewer stages or workers",
+                           threads, WEIR__MAX_WORKERS);
+        goto fail;
+    }
     *order_out = order;
     return 0;
 fail:

@@ -8,6 +8,12 @@
 
 #include <pthread.h>
 
+/* Worker threads a run may start; OpenMP teams above WEIR__OMP_MAX_TEAM
+ * give way to pthreads (libgomp cannot report a failed thread creation,
+ * it exits). */
+#define WEIR__MAX_WORKERS 4096
+#define WEIR__OMP_MAX_TEAM 256
+
 /* A replica's live counters: written by its worker only, read by anyone. */
 typedef struct weir__counters {
     _Atomic uint64_t batches_in, batches_out, rows_in, rows_out, bytes_in, bytes_out;

@@ -1125,7 +1125,7 @@ static int launcher_choice(const weir_run_opts *o)
 static void launch(run *r)
 {
     size_t n = r->nworkers;
-    if (launcher_choice(r->o) == WEIR_LAUNCH_PTHREAD) {
+    if (launcher_choice(r->o) == WEIR_LAUNCH_PTHREAD || n > WEIR__OMP_MAX_TEAM) {
         pthread_t *th = malloc(n * sizeof *th);
         if (!th) {
             run_fail(r, WEIR_ENOMEM, "out of memory starting workers");
