@@ -674,7 +674,8 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
     size_t threads = 0;
     for (size_t i = 0; i < n; i++) {
         const weir_node *x = order[i];
-        threads += (size_t)x->replicas + (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE);
+        threads += (size_t)x->replicas + (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE) +
+                   (x->def->splitter && x->ninputs == 1);
     }
     if (threads > WEIR__MAX_WORKERS) {
         weir__graph_errorf(g, "the graph needs %zu worker threads (one per stage replica); "

@@ -87,6 +87,8 @@ struct weir_node {
     weir_node_stats stats;
     weir_node_stats *rstats;
     int nrstats;
+    weir_node_stats split_stats; /* the splitter's, when has_split */
+    bool has_split;
 };
 
 struct weir_graph {
@@ -117,6 +119,8 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
 struct weir_stage {
     struct run *r;
     weir_node *node;
+    const weir_stage_def *def; /* node->def, or its splitter */
+    weir_pool *pool;           /* where weir_stage_batch draws from */
     int replica, nreplicas;
     void *state;
     struct pchan **in;    /* input ports, read in order (concat) or one (merge) */
@@ -126,6 +130,7 @@ struct weir_stage {
     bool in_finish;
     bool downstream_gone;
     bool opened;          /* open() was called: close() is due */
+    bool is_splitter;     /* runs node->def->splitter in front of replicas */
     weir_batch *pending;  /* ordered replica: held until the group ends */
     weir__counters st;
     uint64_t wait_out_mirror; /* st.wait_out_ns, read by this thread only */

@@ -88,6 +88,8 @@ struct run {
     emitter **emitters;
     size_t nemitters;
     weir_pool **pools;  /* per node id */
+    weir_pool **extra_pools; /* splitters' */
+    size_t nextra_pools;
     weir_stage **insts;
     size_t ninsts;
     collector **cols;
@@ -225,7 +227,7 @@ int weir_stage_replicas(const weir_stage *s) { return s->nreplicas; }
 
 int weir_stage_batch(weir_stage *s, weir_batch **out)
 {
-    return weir_pool_get(s->r->pools[s->node->id], out);
+    return weir_pool_get(s->pool, out);
 }
 
 /* ---- channels ---------------------------------------------------------------------- */
@@ -464,7 +466,7 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
         weir_batch_release(b);
         return 0;
     }
-    if (s->node->def->in_kind == WEIR_KIND_NONE && !weir_batch_shared(b))
+    if (s->def->in_kind == WEIR_KIND_NONE && !weir_batch_shared(b))
         b->seq = nout; /* a source numbers its batches */
     count_out(s, b);
     if (s->ordered_replica && !s->in_finish) {
@@ -488,7 +490,7 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
 static int send_marker(weir_stage *s, uint32_t flag)
 {
     weir_batch *m;
-    int rc = weir_pool_get(s->r->pools[s->node->id], &m);
+    int rc = weir_pool_get(s->pool, &m);
     if (rc) return weir_stage_errorf(s, rc, "out of memory");
     m->flags = flag;
     rc = emitter_send(s->r, s->out, m);
@@ -540,7 +542,7 @@ static int process_one(weir_stage *s, weir_batch *b)
     WEIR__CNT_ADD(s->st.batches_in, 1);
     WEIR__CNT_ADD(s->st.rows_in, b->nrows);
     WEIR__CNT_ADD(s->st.bytes_in, b->len);
-    int rc = TIMED_CALL(s, s->node->def->process(s, b));
+    int rc = TIMED_CALL(s, s->def->process(s, b));
     if (s->ordered_replica) {
         if (rc == 0 || rc == WEIR_DONE) {
             int erc = end_group(s);
@@ -555,7 +557,7 @@ static int process_one(weir_stage *s, weir_batch *b)
 
 static int instance_loop(weir_stage *s)
 {
-    const weir_stage_def *d = s->node->def;
+    const weir_stage_def *d = s->def;
     if (d->in_kind == WEIR_KIND_NONE) {
         for (;;) {
             if (weir_ctx_done(s->r->ctx)) return weir_ctx_err(s->r->ctx);
@@ -586,7 +588,7 @@ static int instance_loop(weir_stage *s)
 
 static void instance_main(weir_stage *s)
 {
-    const weir_stage_def *d = s->node->def;
+    const weir_stage_def *d = s->def;
     s->opened = true;
     int rc = d->open ? TIMED_CALL(s, d->open(s)) : 0;
     if (rc < 0) note_result(s, rc, "open");
@@ -855,14 +857,19 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
         if (!p->port) return WEIR_ENOMEM;
         bool merge = (x->def->flags & WEIR_STAGE_MULTI_IN) &&
                      !(x->def->flags & WEIR_STAGE_SEQ_IN);
-        p->nch = R;
+        const weir_stage_def *sd = x->def->splitter;
+        if (sd && (x->ninputs != 1 || sd->process == NULL)) sd = NULL;
+        /* With a splitter, upstream feeds it one channel; it feeds the
+         * replicas theirs (made below). */
+        int nch = sd ? 1 : R;
+        p->nch = nch;
         pchan *shared = NULL;
         if (merge && x->ninputs)
             WEIR__TRY(new_pchan(r, &shared, (int)x->ninputs, true, cap));
         for (size_t k = 0; k < x->ninputs; k++) {
-            p->port[k] = calloc((size_t)R, sizeof **p->port);
+            p->port[k] = calloc((size_t)nch, sizeof **p->port);
             if (!p->port[k]) return WEIR_ENOMEM;
-            for (int q = 0; q < R; q++) {
+            for (int q = 0; q < nch; q++) {
                 if (shared) p->port[k][q] = shared;
                 else WEIR__TRY(new_pchan(r, &p->port[k][q], 1, false, cap));
             }
@@ -878,13 +885,48 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
             }
             s->r = r;
             s->node = x;
+            s->def = x->def;
+            s->pool = r->pools[x->id];
             s->replica = q;
             s->nreplicas = R;
             size_t nin = merge ? (x->ninputs ? 1 : 0) : x->ninputs;
             s->in = calloc(nin ? nin : 1, sizeof *s->in);
             if (!s->in) return WEIR_ENOMEM;
-            for (size_t k = 0; k < nin; k++) s->in[k] = p->port[k][q];
+            for (size_t k = 0; k < nin; k++) {
+                if (sd) WEIR__TRY(new_pchan(r, &s->in[k], 1, false, cap));
+                else s->in[k] = p->port[k][q];
+            }
             s->nin = nin;
+        }
+        if (sd) {
+            /* The splitter: after the replicas in insts, reading the node's
+             * port, emitting round-robin to the replicas' channels. */
+            weir_stage *sp = calloc(1, sizeof *sp);
+            if (!sp) return WEIR_ENOMEM;
+            PUSH(r->insts, r->ninsts, sp);
+            *sp = (weir_stage){.r = r, .node = x, .def = sd, .replica = 0, .nreplicas = 1,
+                               .is_splitter = true};
+            if (!(sp->in = calloc(1, sizeof *sp->in))) return WEIR_ENOMEM;
+            sp->in[0] = p->port[0][0];
+            sp->nin = 1;
+            weir_pool *spool;
+            size_t keep = cap * 2 * (size_t)R + 8;
+            WEIR__TRY(weir_pool_create(&spool, WEIR_KIND_BYTES, keep, 0));
+            PUSH(r->extra_pools, r->nextra_pools, spool);
+            sp->pool = spool;
+            if (r->o->trace) {
+                if (!(sp->track = calloc(1, sizeof *sp->track))) return WEIR_ENOMEM;
+                snprintf(sp->track->name, sizeof sp->track->name, "%s (split)", x->label);
+            }
+            pchan **rin = calloc((size_t)R, sizeof *rin);
+            if (!rin) return WEIR_ENOMEM;
+            for (int q = 0; q < R; q++) rin[q] = r->insts[r->ninsts - 1 - (size_t)R + (size_t)q]->in[0];
+            emitter *se;
+            int rc = new_emitter(r, &se, spool);
+            if (rc == 0) rc = emitter_add(se, rin, R, false, x);
+            free(rin);
+            if (rc) return rc;
+            sp->out = se;
         }
     }
     /* Emitters: what each node's output feeds. */
@@ -893,7 +935,7 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
         weir_node *x = order[i];
         int R = x->replicas;
         weir_stage **mine = &r->insts[inst_at];
-        inst_at += (size_t)R;
+        inst_at += (size_t)R + (x->def->splitter && x->ninputs == 1 ? 1 : 0);
         weir_pool *pool = r->pools[x->id];
         emitter *out;
         WEIR__TRY(new_emitter(r, &out, pool));
@@ -1033,6 +1075,11 @@ static void teardown(run *r, weir_node **order, size_t n, ports *pt)
         }
         weir_node_stats one;
         stats_of(s, &one, false);
+        if (s->is_splitter) {
+            x->split_stats = one; /* its own: it would count the input twice */
+            x->has_split = true;
+            continue;
+        }
         if (s->replica < x->nrstats) x->rstats[s->replica] = one;
         stats_add(&x->stats, &one);
     }
@@ -1067,6 +1114,8 @@ static void teardown(run *r, weir_node **order, size_t n, ports *pt)
         weir_pool_destroy(r->pools[x->id]);
     }
     free(r->pools);
+    for (size_t i = 0; i < r->nextra_pools; i++) weir_pool_destroy(r->extra_pools[i]);
+    free(r->extra_pools);
 }
 
 /* ---- launching -------------------------------------------------------------------------- */
@@ -1193,6 +1242,7 @@ int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
     size_t n = g->nnodes;
     for (size_t i = 0; i < n; i++) {
         g->nodes[i]->stats = (weir_node_stats){.replicas = g->nodes[i]->replicas};
+        g->nodes[i]->has_split = false;
     }
     weir__graph_free_trace(g);
     g->trace_t0 = weir_now_ns();
@@ -1212,8 +1262,8 @@ int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
         /* Outputs become visible only when everything succeeded. */
         for (size_t i = 0; rc == 0 && i < r.ninsts; i++) {
             weir_stage *s = r.insts[i];
-            if (s->node->def->commit) {
-                int crc = s->node->def->commit(s);
+            if (s->def->commit) {
+                int crc = s->def->commit(s);
                 if (crc < 0) {
                     note_result(s, crc, "commit");
                     rc = r.err ? r.err : crc;
@@ -1222,7 +1272,7 @@ int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
         }
         for (size_t i = 0; i < r.ninsts; i++) {
             weir_stage *s = r.insts[i];
-            if (s->opened && s->node->def->close) s->node->def->close(s);
+            if (s->opened && s->def->close) s->def->close(s);
         }
         if (rc == 0) rc = r.err;
         if (is_ctx_err(rc) && !r.errmsg[0]) {
@@ -1250,7 +1300,7 @@ int weir_node_get_stats(const weir_node *n, weir_node_stats *st)
     if (r) {
         *st = (weir_node_stats){.replicas = n->replicas};
         for (size_t i = 0; i < r->ninsts; i++) {
-            if (r->insts[i]->node != n) continue;
+            if (r->insts[i]->node != n || r->insts[i]->is_splitter) continue;
             weir_node_stats one;
             stats_of(r->insts[i], &one, true);
             stats_add(st, &one);
@@ -1268,13 +1318,17 @@ int weir_node_replica_stats(const weir_node *n, int rep, weir_node_stats *st)
     pthread_mutex_lock(&n->g->live_mu);
     run *r = n->g->live;
     for (size_t i = 0; r && i < r->ninsts; i++) {
-        if (r->insts[i]->node == n && r->insts[i]->replica == rep) {
+        if (r->insts[i]->node == n && r->insts[i]->is_splitter == (rep == -1) &&
+            r->insts[i]->replica == (rep == -1 ? 0 : rep)) {
             stats_of(r->insts[i], st, true);
             rc = 0;
         }
     }
     if (!r && rep >= 0 && rep < n->nrstats) {
         *st = n->rstats[rep];
+        rc = 0;
+    } else if (!r && rep == -1 && n->has_split) {
+        *st = n->split_stats;
         rc = 0;
     }
     pthread_mutex_unlock(&n->g->live_mu);
@@ -1400,13 +1454,16 @@ size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
     size_t threads = 0, chans = 0;
     for (size_t i = 0; i < g->nnodes; i++) {
         weir_node *x = order[i];
-        threads += (size_t)x->replicas + (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE);
+        bool split = x->def->splitter && x->ninputs == 1;
+        threads += (size_t)x->replicas + (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE) +
+                   split;
         sb_printf(&b, "%s", x->label);
         if (x->pos.file) sb_printf(&b, " (%s:%u:%u)", x->pos.file, x->pos.line, x->pos.col);
         sb_printf(&b, ": %s -> %s", weir_kind_name(x->in_kind), weir_kind_name(x->out_kind));
         if (x->replicas > 1) {
             sb_printf(&b, ", %d replicas, %s collector", x->replicas, collector_kind(x));
         }
+        if (split) sb_printf(&b, ", input cut by %s", x->def->splitter->name);
         sb_printf(&b, "\n");
         if (x->schema) {
             sb_printf(&b, "    columns: ");

@@ -681,6 +681,13 @@ typedef struct weir_stage_def {
      * in order. s is a handle for reading arguments only (no state). */
     int (*compare)(const weir_stage *s, const weir_batch *a, uint32_t ra,
                    const weir_batch *b, uint32_t rb);
+    /* Stages whose input must be cut at unit boundaries before replicas
+     * can share it (CSV records that may span batches): a bytes -> bytes
+     * stage the runtime runs on one thread in front of the node, feeding
+     * the replicas round-robin (the ordered collector restores order).
+     * It reads the node's arguments (its own table is not used) and emits
+     * batches that each begin and end on a unit boundary. */
+    const struct weir_stage_def *splitter;
 } weir_stage_def;
 
 /* Arguments, resolved against the def's table (defaults applied). Asking
@@ -898,8 +905,10 @@ typedef struct weir_node_stats {
 } weir_node_stats;
 /* The node's counters summed over its replicas. @return 0. */
 WEIR_API int weir_node_get_stats(const weir_node *n, weir_node_stats *st);
-/* One replica's counters (replicas, finished are 1/0 for it).
- * @return 0, or WEIR_EINVAL if r is out of range (or no run yet). */
+/* One replica's counters (replicas, finished are 1/0 for it); r = -1: the
+ * node's splitter (weir_stage_def.splitter), whose counters are not in
+ * the node's sum. @return 0, or WEIR_EINVAL if r is out of range (or no
+ * run yet, or no splitter). */
 WEIR_API int weir_node_replica_stats(const weir_node *n, int r, weir_node_stats *st);
 /* The graph's nodes in the order they were added. @return the count;
  * *nodes is valid until the graph changes. */

@@ -36,9 +36,9 @@ typedef struct h_result {
 static pthread_mutex_t h_mu = PTHREAD_MUTEX_INITIALIZER;
 static char *h_buf;
 static size_t h_len, h_cap;
-static int h_header_done;
+static __attribute__((unused)) int h_header_done;
 
-static void h_append(const void *p, size_t n)
+static __attribute__((unused)) void h_append(const void *p, size_t n)
 {
     pthread_mutex_lock(&h_mu);
     if (h_len + n + 1 > h_cap) {
@@ -60,7 +60,7 @@ typedef struct h_src_state {
     size_t len, off, chunk;
 } h_src_state;
 
-static int h_src_open(weir_stage *s)
+static __attribute__((unused)) int h_src_open(weir_stage *s)
 {
     h_src_state *st = calloc(1, sizeof *st);
     if (!st) return WEIR_ENOMEM;
@@ -72,7 +72,7 @@ static int h_src_open(weir_stage *s)
     return 0;
 }
 
-static int h_src_process(weir_stage *s, weir_batch *in)
+static __attribute__((unused)) int h_src_process(weir_stage *s, weir_batch *in)
 {
     (void)in;
     h_src_state *st = weir_stage_state(s);
@@ -89,7 +89,7 @@ static int h_src_process(weir_stage *s, weir_batch *in)
     return weir_stage_emit(s, b);
 }
 
-static long h_src_peek(weir_stage *s, void *buf, size_t size)
+static __attribute__((unused)) long h_src_peek(weir_stage *s, void *buf, size_t size)
 {
     const char *t = weir_stage_arg_str(s, "text");
     size_t n = strlen(t) < size ? strlen(t) : size;
@@ -97,7 +97,7 @@ static long h_src_peek(weir_stage *s, void *buf, size_t size)
     return (long)n;
 }
 
-static void h_free_state(weir_stage *s) { free(weir_stage_state(s)); }
+static __attribute__((unused)) void h_free_state(weir_stage *s) { free(weir_stage_state(s)); }
 
 static const weir_stage_def h_src_def = {
     .abi = WEIR_ABI_VERSION,
@@ -123,7 +123,7 @@ typedef struct h_rows_state {
 } h_rows_state;
 
 /* Split text's first line on '|' into a schema. */
-static int h_rows_schema(const char *text, weir_schema **out)
+static __attribute__((unused)) int h_rows_schema(const char *text, weir_schema **out)
 {
     const char *nl = strchr(text, '\n');
     size_t hl = nl ? (size_t)(nl - text) : strlen(text);
@@ -136,13 +136,13 @@ static int h_rows_schema(const char *text, weir_schema **out)
     return rc;
 }
 
-static int h_rows_plan(weir_stage *s, const weir_schema *in, weir_schema **out)
+static __attribute__((unused)) int h_rows_plan(weir_stage *s, const weir_schema *in, weir_schema **out)
 {
     (void)in;
     return h_rows_schema(weir_stage_arg_str(s, "text"), out);
 }
 
-static int h_rows_open(weir_stage *s)
+static __attribute__((unused)) int h_rows_open(weir_stage *s)
 {
     h_rows_state *st = calloc(1, sizeof *st);
     if (!st) return WEIR_ENOMEM;
@@ -151,7 +151,7 @@ static int h_rows_open(weir_stage *s)
     return h_rows_schema(st->text, &st->schema);
 }
 
-static int h_rows_process(weir_stage *s, weir_batch *in)
+static __attribute__((unused)) int h_rows_process(weir_stage *s, weir_batch *in)
 {
     (void)in;
     h_rows_state *st = weir_stage_state(s);
@@ -178,7 +178,7 @@ static int h_rows_process(weir_stage *s, weir_batch *in)
     return weir_stage_emit(s, b);
 }
 
-static void h_rows_close(weir_stage *s)
+static __attribute__((unused)) void h_rows_close(weir_stage *s)
 {
     h_rows_state *st = weir_stage_state(s);
     if (!st) return;
@@ -202,7 +202,7 @@ static const weir_stage_def h_rows_def = {
 
 /* ---- h_sink ------------------------------------------------------------------------------- */
 
-static int h_sink_process(weir_stage *s, weir_batch *in)
+static __attribute__((unused)) int h_sink_process(weir_stage *s, weir_batch *in)
 {
     (void)s;
     if (in->kind == WEIR_KIND_BYTES) {
@@ -243,7 +243,7 @@ static const weir_stage_def h_sink_def = {
 
 /* ---- running ---------------------------------------------------------------------------------- */
 
-static void h_register(void)
+static __attribute__((unused)) void h_register(void)
 {
     static int done;
     if (done) return;
@@ -255,7 +255,7 @@ static void h_register(void)
 
 /* Compile and run spec with `nvars` "k=v" strings. r->out is what h_sink
  * captured; free it with h_free(). @return r->rc. */
-static int h_runv(const char *spec, const char *const *vars, size_t nvars, h_result *r)
+static __attribute__((unused)) int h_runv(const char *spec, const char *const *vars, size_t nvars, h_result *r)
 {
     h_register();
     memset(r, 0, sizeof *r);
@@ -277,7 +277,7 @@ static int h_runv(const char *spec, const char *const *vars, size_t nvars, h_res
 }
 
 /* One --var "in=<input>" and the spec. */
-static int h_run(const char *spec, const char *input, h_result *r)
+static __attribute__((unused)) int h_run(const char *spec, const char *input, h_result *r)
 {
     char *var = malloc(strlen(input) + 4);
     strcpy(var, "in=");
@@ -288,7 +288,7 @@ static int h_run(const char *spec, const char *input, h_result *r)
     return rc;
 }
 
-static void h_free(h_result *r)
+static __attribute__((unused)) void h_free(h_result *r)
 {
     free(r->out);
     r->out = NULL;
