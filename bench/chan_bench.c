@@ -16,11 +16,13 @@
  *   blocked  a 3-stage pipeline blocked for 1 s: process CPU time spent
  *
  * Each throughput figure is the median of --reps runs of --items items
- * (4x as many for the batched cases), a run timed from a start barrier to
- * the last join. Every run checks
- * that each item arrived exactly once (count and sum), so a fast wrong
- * channel cannot report a number. --go-spsc/--go-mpmc take Go's figures for
- * the same cases (bench/run.sh measures them) and add weir/Go ratios.
+ * (4x as many for the batched cases), each run timed from the workers'
+ * first start to their last end; weir and mutex runs alternate. Every run
+ * checks that the sinks received each item exactly once (count and sum), so
+ * a fast wrong channel cannot report a number. weir calls get a live
+ * context, as a pipeline stage would pass. --go-spsc/--go-mpmc take Go's
+ * figures for the same cases (bench/run.sh measures them) and add weir/Go
+ * ratios. The last line says how much CPU other processes took meanwhile.
  *
  * The targets printed at the end are informational: the exit status is 0
  * whenever every run completed and checked out, whatever the speed.
@@ -177,6 +179,30 @@ static double clock_s(clockid_t id)
 static double wall_now(void) { return clock_s(CLOCK_MONOTONIC); }
 static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
+/* System-wide CPU time from /proc/stat, to tell how much of the machine
+ * other processes took during the run (the figures are only as good as
+ * the machine was quiet). busy excludes idle and iowait; steal is time the
+ * hypervisor gave to someone else. false if /proc/stat is unreadable. */
+typedef struct sysload {
+    double busy, steal; /* seconds, summed over CPUs */
+} sysload;
+
+static bool sysload_read(sysload *l)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return false;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+                   &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 8) return false;
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    /* user nice system idle iowait irq softirq steal */
+    l->busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
+    l->steal = (double)v[7] / hz;
+    return true;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -270,7 +296,8 @@ typedef struct worker {
     stopper *stop;
     pthread_barrier_t *start;
     uint64_t sum, got;         /* sink: what arrived */
-    int err;                   /* first unexpected weir code, or -1 (mutex) */
+    int err;                   /* first unexpected weir code */
+    double t0, t1;             /* wall clock when it started and ended */
     pthread_t tid;
 } worker;
 
@@ -373,12 +400,14 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     pthread_barrier_wait(w->start);
+    w->t0 = wall_now();
     switch (w->role) {
     case ROLE_SOURCE: role_source(w); break;
     case ROLE_FORWARD: role_forward(w); break;
     case ROLE_SINK: role_sink(w); break;
     case ROLE_STALL: role_stall(w); break;
     }
+    w->t1 = wall_now();
     return NULL;
 }
 
@@ -410,6 +439,32 @@ static void join_workers(worker *ws, int n)
 typedef struct run {
     double wall, cpu; /* seconds */
 } run;
+
+/*
+ * Time a run: the workers wait at the start barrier (with the main thread,
+ * which takes the CPU clock just before it), each records its own start and
+ * end, and the run lasts from the first start to the last end. The workers
+ * time themselves because the main thread may not get a CPU again until
+ * they finish (two spinning workers on two CPUs), so its clock would start
+ * late.
+ */
+static run timed_run(worker *ws, int n)
+{
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)n + 1);
+    start_workers(ws, n, &start);
+    double c0 = cpu_now();
+    pthread_barrier_wait(&start);
+    join_workers(ws, n);
+    double c1 = cpu_now();
+    pthread_barrier_destroy(&start);
+    double t0 = ws[0].t0, t1 = ws[0].t1;
+    for (int i = 1; i < n; i++) {
+        if (ws[i].t0 < t0) t0 = ws[i].t0;
+        if (ws[i].t1 > t1) t1 = ws[i].t1;
+    }
+    return (run){.wall = t1 - t0, .cpu = c1 - c0};
+}
 
 /* Check what the sinks received: every value 1..items exactly once is
  * implied by count == items and sum == items(items+1)/2, given that the
@@ -460,14 +515,7 @@ static run run_chain(const char *name, enum impl impl, int stages,
         w->count = items;
         w->stop = stop;
     }
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, (unsigned)nthreads + 1);
-    start_workers(ws, nthreads, &start);
-    pthread_barrier_wait(&start);
-    double w0 = wall_now(), c0 = cpu_now();
-    join_workers(ws, nthreads);
-    run r = {.wall = wall_now() - w0, .cpu = cpu_now() - c0};
-    pthread_barrier_destroy(&start);
+    run r = timed_run(ws, nthreads);
     check(name, impl, ws, nthreads, items);
     for (int i = 0; i < stages; i++) queue_fini(&qs[i]);
     return r;
@@ -506,14 +554,7 @@ static run run_mpmc(const char *name, enum impl impl, int producers,
             w->in = &q;
         }
     }
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, (unsigned)nthreads + 1);
-    start_workers(ws, nthreads, &start);
-    pthread_barrier_wait(&start);
-    double w0 = wall_now(), c0 = cpu_now();
-    join_workers(ws, nthreads);
-    run r = {.wall = wall_now() - w0, .cpu = cpu_now() - c0};
-    pthread_barrier_destroy(&start);
+    run r = timed_run(ws, nthreads);
     check(name, impl, ws, nthreads, items);
     queue_fini(&q);
     return r;
@@ -523,7 +564,7 @@ enum blocked_mode { BLOCKED_IDLE, BLOCKED_FULL, BLOCKED_COUNT };
 static const char *const blocked_name[BLOCKED_COUNT] = {"idle", "full"};
 
 typedef struct blocked_run {
-    double cpu_ms;    /* process CPU time during the blocked period */
+    double cpu_ms;    /* process CPU ms per wall second while blocked */
     double cancel_ms; /* from cancel/close to the last thread joined */
 } blocked_run;
 
@@ -533,10 +574,11 @@ typedef struct blocked_run {
  *         wait on empty channels;
  *   full: the sink stalls, so ch1 then ch0 fill and the source and mid wait
  *         on full channels.
- * The CPU time is measured over a sleep of `ms` starting right after the
- * threads pass the start barrier (so it includes any spinning before they
- * park). Then the run is cancelled (weir: the context; mutex: the stop flag
- * and closing the queues) and joined.
+ * The process CPU time is measured over a sleep of `ms` that starts as the
+ * threads leave the start barrier (so it includes any spinning before they
+ * park), and reported per second of that window. Then the run is cancelled
+ * (weir: the context; mutex: the stop flag and closing the queues) and
+ * joined.
  */
 static blocked_run run_blocked(enum impl impl, enum blocked_mode mode,
                                unsigned ms)
@@ -546,11 +588,10 @@ static blocked_run run_blocked(enum impl impl, enum blocked_mode mode,
     stopper stop = {.stop = false};
     pthread_mutex_init(&stop.mu, NULL);
     pthread_cond_init(&stop.cv, NULL);
-    int rc = weir_ctx_create(&stop.ctx, NULL);
-    if (rc) die("weir_ctx_create", rc);
-    if (impl != IMPL_WEIR) { /* mutex roles never look at a context */
-        weir_ctx_destroy(stop.ctx);
-        stop.ctx = NULL;
+    int rc = 0;
+    if (impl == IMPL_WEIR) { /* mutex roles never look at a context */
+        rc = weir_ctx_create(&stop.ctx, NULL);
+        if (rc) die("weir_ctx_create", rc);
     }
     for (int i = 0; i < 2; i++) {
         rc = queue_init(&qs[i], impl, WEIR_CHAN_SPSC);
@@ -572,13 +613,13 @@ static blocked_run run_blocked(enum impl impl, enum blocked_mode mode,
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, 4);
     start_workers(ws, 3, &start);
+    double c0 = cpu_now(), w0 = wall_now();
     pthread_barrier_wait(&start);
-    double c0 = cpu_now();
     struct timespec ts = {.tv_sec = ms / 1000,
                           .tv_nsec = (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
     }
-    double c1 = cpu_now();
+    double c1 = cpu_now(), w1 = wall_now();
     double t0 = wall_now();
     if (impl == IMPL_WEIR) {
         weir_ctx_cancel(stop.ctx, WEIR_ECANCELED);
@@ -591,7 +632,9 @@ static blocked_run run_blocked(enum impl impl, enum blocked_mode mode,
         queue_close(&qs[1]);
     }
     join_workers(ws, 3);
-    blocked_run r = {.cpu_ms = (c1 - c0) * 1e3,
+    /* Per second of the window actually measured: if the workers spin,
+     * this thread's sleep can overrun. */
+    blocked_run r = {.cpu_ms = (c1 - c0) / (w1 - w0) * 1e3,
                      .cancel_ms = (wall_now() - t0) * 1e3};
     pthread_barrier_destroy(&start);
     for (int i = 0; i < 3; i++)
@@ -642,26 +685,44 @@ static uint64_t case_items(enum tcase c, const opts *o)
     return (c == C_SPSC || c == C_MPMC) ? o->items : o->items * BATCHED_SCALE;
 }
 
-static result measure(enum tcase c, enum impl impl, const opts *o,
-                      stopper *stop)
+static run run_case(enum tcase c, enum impl impl, uint64_t n, stopper *stop)
 {
-    double rate[MAX_REPS], cpu[MAX_REPS];
+    switch (c) {
+    case C_SPSC: return run_chain(tcase_key[c], impl, 1, false, n, stop);
+    case C_BATCH: return run_chain(tcase_key[c], impl, 1, true, n, stop);
+    case C_MPMC: return run_mpmc(tcase_key[c], impl, 2, 2, false, n, stop);
+    case C_CHAIN2: return run_chain(tcase_key[c], impl, 2, true, n, stop);
+    case C_CHAIN8: return run_chain(tcase_key[c], impl, 8, true, n, stop);
+    default: abort();
+    }
+}
+
+/* Run case c for every wanted implementation, interleaved (weir, mutex,
+ * weir, mutex, ...) so that a burst of noise on the machine lands on both
+ * sides of a ratio rather than on one implementation's whole series. */
+static void measure(enum tcase c, const opts *o, stopper *stop,
+                    result out[IMPL_COUNT], bool progress)
+{
+    double rate[IMPL_COUNT][MAX_REPS], cpu[IMPL_COUNT][MAX_REPS];
     uint64_t n = case_items(c, o);
     for (int i = 0; i < o->reps; i++) {
-        run r;
-        switch (c) {
-        case C_SPSC: r = run_chain(tcase_key[c], impl, 1, false, n, stop); break;
-        case C_BATCH: r = run_chain(tcase_key[c], impl, 1, true, n, stop); break;
-        case C_MPMC: r = run_mpmc(tcase_key[c], impl, 2, 2, false, n, stop); break;
-        case C_CHAIN2: r = run_chain(tcase_key[c], impl, 2, true, n, stop); break;
-        case C_CHAIN8: r = run_chain(tcase_key[c], impl, 8, true, n, stop); break;
-        default: abort();
+        for (int m = 0; m < IMPL_COUNT; m++) {
+            if (!o->want_impl[m]) continue;
+            if (progress) {
+                fprintf(stderr, "  running %-24s %-5s %2d/%d\r", tcase_label[c],
+                        impl_name[m], i + 1, o->reps);
+                fflush(stderr);
+            }
+            run r = run_case(c, (enum impl)m, n, stop);
+            rate[m][i] = (double)n / r.wall;
+            cpu[m][i] = r.cpu / r.wall;
         }
-        rate[i] = (double)n / r.wall;
-        cpu[i] = r.cpu / r.wall;
     }
-    return (result){.ran = true, .rate = stats_of(rate, o->reps),
-                    .cpu = stats_of(cpu, o->reps)};
+    for (int m = 0; m < IMPL_COUNT; m++) {
+        if (!o->want_impl[m]) continue;
+        out[m] = (result){.ran = true, .rate = stats_of(rate[m], o->reps),
+                          .cpu = stats_of(cpu[m], o->reps)};
+    }
 }
 
 /* "123.4M" style, in a static ring so several fit in one printf. */
@@ -831,19 +892,12 @@ int main(int argc, char **argv)
     result res[C_COUNT][IMPL_COUNT];
     memset(res, 0, sizeof res);
     bool progress = !o.json && isatty(STDERR_FILENO);
+    sysload l0, l1;
+    bool have_load = sysload_read(&l0);
+    double own0 = cpu_now();
     double t_start = wall_now();
-    for (int c = 0; c < C_COUNT; c++) {
-        if (!o.want_case[c]) continue;
-        for (int m = 0; m < IMPL_COUNT; m++) {
-            if (!o.want_impl[m]) continue;
-            if (progress) {
-                fprintf(stderr, "  running %-24s %-5s ...\r", tcase_label[c],
-                        impl_name[m]);
-                fflush(stderr);
-            }
-            res[c][m] = measure((enum tcase)c, (enum impl)m, &o, &stop);
-        }
-    }
+    for (int c = 0; c < C_COUNT; c++)
+        if (o.want_case[c]) measure((enum tcase)c, &o, &stop, res[c], progress);
 
     /* Blocked pipeline: weir gets blocked_reps runs per mode; the mutex
      * baseline (condvars: surely ~0) one run per mode, to show the floor. */
@@ -875,6 +929,16 @@ int main(int argc, char **argv)
         }
     }
     double elapsed = wall_now() - t_start;
+    double own = cpu_now() - own0;
+    have_load = have_load && sysload_read(&l1);
+    /* Share of the machine's CPU time that went to other processes (and to
+     * the hypervisor's other guests) while this ran. */
+    double other = 0, steal = 0;
+    if (have_load && elapsed > 0 && ncpu > 0) {
+        other = (l1.busy - l0.busy - own) / (elapsed * (double)ncpu);
+        steal = (l1.steal - l0.steal) / (elapsed * (double)ncpu);
+        if (other < 0) other = 0; /* tick granularity */
+    }
     if (progress) fprintf(stderr, "%60s\r", "");
 
 #define RW(c) (&res[(c)][IMPL_WEIR])
@@ -905,15 +969,16 @@ int main(int argc, char **argv)
     tg[nt++] = (target){"chain8 >= 0.5x chain2 (weir)",
                         ratio(RW(C_CHAIN8), RW(C_CHAIN2)), 0.5, false,
                         RW(C_CHAIN8)->ran && RW(C_CHAIN2)->ran, "x"};
-    tg[nt++] = (target){"blocked 1 s: weir CPU < 10 ms (worst mode)",
+    tg[nt++] = (target){"blocked 1 s: weir CPU < 10 ms (worst of 2)",
                         worst_blocked, 10, true, any_blocked, " ms"};
 
     if (o.json) {
         printf("{\n  \"bench\": \"chan_bench\",\n  \"weir_version\": \"%s\",\n",
                weir_version_string());
         printf("  \"cpus\": %ld,\n  \"items\": %" PRIu64 ",\n  \"reps\": %d,\n"
-               "  \"capacity\": %d,\n  \"batch\": %d,\n  \"elapsed_s\": %.3f,\n",
-               ncpu, o.items, o.reps, CAPACITY, BATCH, elapsed);
+               "  \"capacity\": %d,\n  \"batch\": %d,\n  \"elapsed_s\": %.3f,\n"
+               "  \"other_load\": %.3f,\n  \"steal\": %.3f,\n",
+               ncpu, o.items, o.reps, CAPACITY, BATCH, elapsed, other, steal);
         printf("  \"cases\": {");
         bool first = true;
         for (int c = 0; c < C_COUNT; c++) {
@@ -1013,11 +1078,11 @@ int main(int argc, char **argv)
     }
 
     if (o.want_blocked) {
-        printf("\nblocked 3-stage pipeline, %u ms: process CPU time used, and "
-               "cancel->all joined\n",
+        printf("\nblocked 3-stage pipeline for %u ms: process CPU ms per "
+               "second blocked; cancel -> all joined\n",
                o.blocked_ms);
-        printf("%-25s %16s %16s %16s\n", "mode", "weir CPU ms", "mutex CPU ms",
-               "weir cancel ms");
+        printf("%-25s %16s %16s %16s\n", "mode", "weir CPU ms/s",
+               "mutex CPU ms/s", "weir cancel ms");
         for (int b = 0; b < BLOCKED_COUNT; b++) {
             char w[24] = "-", m[24] = "-", l[24] = "-";
             if (bran[b][IMPL_WEIR]) {
@@ -1046,7 +1111,14 @@ int main(int argc, char **argv)
         snprintf(v, sizeof v, "%.2f%s", t->value, t->unit);
         printf("  %-44s %10s  %s\n", t->name, v, target_met(t) ? "PASS" : "MISS");
     }
-    printf("\ntotal %.1f s\n", elapsed);
+    printf("\ntotal %.1f s", elapsed);
+    if (have_load)
+        printf("; other processes used %.0f%% of the CPUs meanwhile, steal "
+               "%.0f%%%s",
+               other * 100, steal * 100,
+               other > 0.05 || steal > 0.05 ? " (NOISY: rerun on a quiet machine)"
+                                            : "");
+    printf("\n");
 
     weir_ctx_destroy(stop.ctx);
     pthread_cond_destroy(&stop.cv);

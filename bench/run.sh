@@ -27,6 +27,10 @@ trap 'exit 143' TERM
 ncpu=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo '?')
 cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -n 1)
 echo "weir benchmarks — $(date -u '+%Y-%m-%d %H:%M UTC'), $ncpu CPUs, ${cpu:-unknown CPU}"
+# The figures are only as good as the machine is quiet: show what else runs.
+if [ -r /proc/loadavg ]; then
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
 echo
 
 $MAKE --no-print-directory lib "$B/bench/chan_bench"
@@ -52,7 +56,7 @@ go_args=
 if [ "${WEIR_BENCH_GO:-1}" != 0 ] && command -v go >/dev/null 2>&1; then
     # Offline and hermetic: no toolchain download, no module proxy, no
     # user GOFLAGS; a private cache when HOME cannot hold one.
-    GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off GOFLAGS= GO111MODULE=on GOWORK=off
+    GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off GOFLAGS='' GO111MODULE=on GOWORK=off
     export GOTOOLCHAIN GOPROXY GOSUMDB GOFLAGS GO111MODULE GOWORK
     if [ -z "${HOME:-}" ] || [ ! -w "${HOME:-/nonexistent}" ]; then
         GOCACHE="$tmp/gocache" GOPATH="$tmp/gopath"
@@ -72,10 +76,12 @@ if [ "${WEIR_BENCH_GO:-1}" != 0 ] && command -v go >/dev/null 2>&1; then
             awk -v l="$label" -v ns="$ns" \
                 'BEGIN { printf "%-26s %12.2f %16.0f\n", l, ns, 1e9 / ns }'
         done
-        [ -n "$spsc_ns" ] &&
+        if [ -n "$spsc_ns" ]; then
             go_args="$go_args --go-spsc $(awk -v ns="$spsc_ns" 'BEGIN { printf "%.0f", 1e9 / ns }')"
-        [ -n "$mpmc_ns" ] &&
+        fi
+        if [ -n "$mpmc_ns" ]; then
             go_args="$go_args --go-mpmc $(awk -v ns="$mpmc_ns" 'BEGIN { printf "%.0f", 1e9 / ns }')"
+        fi
     else
         echo "go benchmark failed (weir/Go ratios skipped):"
         sed 's/^/  /' "$tmp/go.txt"
