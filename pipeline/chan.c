@@ -15,13 +15,35 @@
  *
  * Blocking: poll, spin briefly (multi-CPU only), then park on an eventcount
  * (not_empty for receivers, not_full for senders). Every successful
- * transfer notifies the other side's eventcount; the notify is a fence and
- * a load unless someone sleeps.
+ * transfer notifies the other side's eventcount.
+ *
+ * The notify must not miss a thread that is about to park: the notifier
+ * stores the index and then loads the sleep bit, the parker sets the bit
+ * and then loads the index (a Dekker handshake), so one side needs a
+ * StoreLoad barrier. A fence on every transfer stalls on the cross-core
+ * miss of the index line, which costs 2–4× on single-item transfers. So a
+ * channel starts "asymmetric": transfers use a compiler barrier only, and
+ * a thread about to park pays instead, with membarrier(), which runs a
+ * full barrier on every CPU running this process. Parking is the slow path
+ * — until a channel parks often (oversubscribed pipelines), where an IPI
+ * per park costs more than a fence per transfer: after ASYM_PARKS parks
+ * the channel switches, for good, to a fence per transfer.
  */
 #include "internal.h"
 
+#include <linux/membarrier.h>
 #include <stdalign.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Parks after which a channel gives up the asymmetric handshake. */
+#define ASYM_PARKS 256
+
+/* The handshake's modes. ON: transfers skip the fence, parkers membarrier.
+ * SWITCHING: transfers fence, parkers still membarrier (a transfer that
+ * read ON may still be in flight). OFF: transfers fence, parkers do not. */
+enum { ASYM_OFF = 0, ASYM_ON = 1, ASYM_SWITCHING = 2 };
 
 typedef struct weir__cell {
     _Atomic size_t seq;
@@ -41,12 +63,30 @@ struct weir_chan {
     alignas(WEIR__CACHELINE) weir__ec not_full;
     /* Read-mostly. */
     alignas(WEIR__CACHELINE) _Atomic int closed;
+    _Atomic int asym;     /* ASYM_ON / ASYM_SWITCHING / ASYM_OFF */
+    _Atomic unsigned parks;
     size_t mask;
     size_t cap;         /* logical capacity (MPMC may have more cells) */
     unsigned flags;
     void **slots;       /* SPSC */
     weir__cell *cells;  /* MPMC */
 };
+
+/* Can this process use membarrier(PRIVATE_EXPEDITED)? Asked once. */
+static int membarrier_ok(void)
+{
+    static _Atomic int state; /* 0 unknown, 1 yes, -1 no */
+    int st = atomic_load_explicit(&state, memory_order_acquire);
+    if (st == 0) {
+        long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+        st = cmds >= 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+                     syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0
+                 ? 1
+                 : -1;
+        atomic_store_explicit(&state, st, memory_order_release);
+    }
+    return st > 0;
+}
 
 int weir_chan_create(weir_chan **out, size_t capacity, unsigned flags)
 {
@@ -64,6 +104,7 @@ int weir_chan_create(weir_chan **out, size_t capacity, unsigned flags)
     weir_chan *c = aligned_alloc(WEIR__CACHELINE, sizeof *c);
     if (!c) return WEIR_ENOMEM;
     *c = (weir_chan){.mask = cells - 1, .cap = cap, .flags = flags};
+    atomic_init(&c->asym, membarrier_ok() && weir__ncpus() > 1 ? ASYM_ON : ASYM_OFF);
     if (flags & WEIR_CHAN_MPMC) {
         c->cells = calloc(cells, sizeof *c->cells);
         if (!c->cells) goto oom;
@@ -246,6 +287,37 @@ static inline size_t chan_pop(weir_chan *c, void **items, size_t max)
                                        : spsc_pop(c, items, max);
 }
 
+/* After a transfer: wake the other side if it sleeps (see the top). */
+static inline void chan_notify(weir_chan *c, weir__ec *ec)
+{
+    if (atomic_load_explicit(&c->asym, memory_order_relaxed) == ASYM_ON) {
+        /* Only the compiler must not move the index store past the load;
+         * the CPU's reordering is undone by the parker's membarrier. */
+        atomic_signal_fence(memory_order_seq_cst);
+        uint32_t w = atomic_load_explicit(&ec->word, memory_order_relaxed);
+        if (WEIR__UNLIKELY(w & 1u)) weir__ec_wake_slow(ec, w);
+    } else {
+        weir__ec_notify(ec);
+    }
+}
+
+/* About to park on ec (its sleep bit is set): complete the handshake. In
+ * asymmetric mode, membarrier() makes every transfer that raced with us
+ * either visible to our re-check or aware of our sleep bit. */
+static void chan_before_park(weir_chan *c)
+{
+    /* Acquire: reading OFF means the switcher's membarrier has returned, so
+     * every transfer that skipped the fence is visible by now. */
+    int mode = atomic_load_explicit(&c->asym, memory_order_acquire);
+    if (mode == ASYM_OFF) return;
+    bool switcher = mode == ASYM_ON &&
+                    atomic_fetch_add_explicit(&c->parks, 1, memory_order_relaxed) + 1 ==
+                        ASYM_PARKS;
+    if (switcher) atomic_store_explicit(&c->asym, ASYM_SWITCHING, memory_order_seq_cst);
+    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    if (switcher) atomic_store_explicit(&c->asym, ASYM_OFF, memory_order_release);
+}
+
 long weir_chan_try_send_many(weir_chan *c, void *const *items, size_t n)
 {
     if (n == 0) return WEIR_EINVAL;
@@ -255,7 +327,7 @@ long weir_chan_try_send_many(weir_chan *c, void *const *items, size_t n)
         return WEIR_ECLOSED;
     size_t k = chan_push(c, items, n);
     if (k == 0) return WEIR_EAGAIN;
-    weir__ec_notify(&c->not_empty);
+    chan_notify(c, &c->not_empty);
     return (long)k;
 }
 
@@ -271,7 +343,7 @@ long weir_chan_try_recv_many(weir_chan *c, void **items, size_t max)
         k = chan_pop(c, items, max);
         if (k == 0) return WEIR_ECLOSED;
     }
-    weir__ec_notify(&c->not_full);
+    chan_notify(c, &c->not_full);
     return (long)k;
 }
 
@@ -319,6 +391,7 @@ long weir_chan_send_many(weir_chan *c, void *const *items, size_t n,
             continue;
         }
         uint32_t key = weir__ec_prepare(&c->not_full);
+        chan_before_park(c);
         r = weir_chan_try_send_many(c, items, n);
         if (r != WEIR_EAGAIN) return r;
         weir__park(&c->not_full, key, ctx, UINT64_MAX);
@@ -338,6 +411,7 @@ long weir_chan_recv_many(weir_chan *c, void **items, size_t max, weir_ctx *ctx)
             continue;
         }
         uint32_t key = weir__ec_prepare(&c->not_empty);
+        chan_before_park(c);
         r = weir_chan_try_recv_many(c, items, max);
         if (r != WEIR_EAGAIN) return r;
         weir__park(&c->not_empty, key, ctx, UINT64_MAX);
