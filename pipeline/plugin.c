@@ -22,7 +22,12 @@ int weir_plugin_load(const char *path, char *err, size_t errsize)
         snprintf(buf, sizeof buf, "./%s", path);
         path = buf;
     }
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (h) { /* loaded before (--plugin and load() both name it): done */
+        dlclose(h);
+        return 0;
+    }
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         if (err) snprintf(err, errsize, "cannot load plugin: %s", dlerror());
         return WEIR_ENOTFOUND;

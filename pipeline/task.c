@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,10 @@ int weir_go(void (*fn)(void *arg), void *arg)
 
 struct weir_wg {
     _Atomic long count;
+    /* Threads inside weir_wg_add: the one that brings count to zero still
+     * touches `zero` after it, and a waiter that saw zero may destroy the
+     * group at once. wait returns only when nobody is inside add. */
+    _Atomic int busy;
     weir__ec zero; /* notified when count reaches zero */
 };
 
@@ -58,6 +63,7 @@ void weir_wg_destroy(weir_wg *wg) { free(wg); }
 
 void weir_wg_add(weir_wg *wg, int delta)
 {
+    atomic_fetch_add_explicit(&wg->busy, 1, memory_order_acq_rel);
     long n = atomic_fetch_add_explicit(&wg->count, delta, memory_order_acq_rel)
              + delta;
     if (n < 0) {
@@ -65,17 +71,27 @@ void weir_wg_add(weir_wg *wg, int delta)
         abort();
     }
     if (n == 0) weir__ec_notify(&wg->zero);
+    /* The last touch of wg by this call. */
+    atomic_fetch_sub_explicit(&wg->busy, 1, memory_order_release);
 }
 
 void weir_wg_done(weir_wg *wg) { weir_wg_add(wg, -1); }
 
+/* Count is zero: let the add() that made it so leave wg first (a few
+ * instructions), so that the caller may destroy it. */
+static int wg_settled(weir_wg *wg)
+{
+    while (atomic_load_explicit(&wg->busy, memory_order_acquire) != 0) sched_yield();
+    return 0;
+}
+
 int weir_wg_wait(weir_wg *wg, weir_ctx *ctx)
 {
     for (;;) {
-        if (atomic_load_explicit(&wg->count, memory_order_acquire) == 0) return 0;
+        if (atomic_load_explicit(&wg->count, memory_order_acquire) == 0) return wg_settled(wg);
         if (ctx && weir_ctx_done(ctx)) return weir_ctx_err(ctx);
         uint32_t key = weir__ec_prepare(&wg->zero);
-        if (atomic_load_explicit(&wg->count, memory_order_acquire) == 0) return 0;
+        if (atomic_load_explicit(&wg->count, memory_order_acquire) == 0) return wg_settled(wg);
         weir__park(&wg->zero, key, ctx, UINT64_MAX);
     }
 }

@@ -25,8 +25,13 @@
  *     (a batch is passed on or released, never both, never neither).
  *   - create/destroy for what the library allocates; destroy(NULL) is a
  *     harmless no-op.
- *   - Every call that blocks takes a weir_ctx and returns WEIR_ECANCELED (or
- *     WEIR_EDEADLINE) promptly when that context is done.
+ *   - Every call that blocks on another thread takes a weir_ctx and returns
+ *     WEIR_ECANCELED (or WEIR_EDEADLINE) promptly when that context is done
+ *     — except the joins, weir_group_wait/_destroy (they wait for tasks
+ *     that watch the group's context), and weir_graph_check and friends,
+ *     which may read input headers (I/O).
+ *   - Pointer arguments must not be NULL unless the comment says so. On
+ *     failure a create function sets *out to NULL.
  *
  * Thread-safety: channels, contexts, wait groups, error groups and batch
  * pools are safe to use from any number of threads. A batch belongs to one
@@ -128,7 +133,8 @@ WEIR_API int weir_ctx_create(weir_ctx **out, weir_ctx *parent);
 
 /* Like weir_ctx_create, with a deadline on the weir_now_ns() clock: when it
  * passes, the context is cancelled with cause WEIR_EDEADLINE. The earlier of
- * this deadline and the parent's applies.
+ * this deadline and the parent's applies; a deadline already past gives a
+ * context that is done at once.
  * @return 0, WEIR_ENOMEM or WEIR_ETHREAD (the timer thread could not start). */
 WEIR_API int weir_ctx_create_deadline(weir_ctx **out, weir_ctx *parent,
                                       uint64_t deadline_ns);
@@ -148,7 +154,9 @@ WEIR_API void weir_ctx_cancel(weir_ctx *ctx, int cause);
 /* Async-signal-safe cancel: records the cause and wakes a helper thread
  * that performs weir_ctx_cancel(ctx, cause). The helper is started by
  * weir_ctx_signal_prepare(), which must be called before the handler can run.
- * @return 0 or WEIR_ETHREAD. */
+ * ctx must stay valid until the helper has cancelled it: do not destroy a
+ * context a signal may still cancel. One request is pending at a time (a
+ * later call replaces an earlier one). @return 0 or WEIR_ETHREAD. */
 WEIR_API int weir_ctx_signal_prepare(void);
 WEIR_API void weir_ctx_cancel_from_signal(weir_ctx *ctx, int cause);
 
@@ -173,15 +181,18 @@ WEIR_API uint64_t weir_ctx_deadline(const weir_ctx *ctx);
 WEIR_API int weir_ctx_wait(weir_ctx *ctx, uint64_t timeout_ns);
 
 /* Cancel ctx (cause WEIR_ECANCELED), detach it from its parent and free it.
- * ctx must have no children left. NULL is a no-op. */
+ * ctx must have no children left, and no thread may still be blocked on it
+ * or use it (cancelling first does not make that safe). Never destroy
+ * weir_group_ctx(g). NULL is a no-op. */
 WEIR_API void weir_ctx_destroy(weir_ctx *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* 3. Tasks: go, wait groups, error groups                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Go's `go fn(arg)`: run fn(arg) on a new detached thread.
- * Pair it with a weir_wg to know when it has finished.
+/* Go's `go fn(arg)`: run fn(arg) on a new detached thread. On 0, fn owns
+ * arg. Nothing joins the thread: pair it with a weir_wg to know when it
+ * has finished.
  * @return 0, or WEIR_ETHREAD (fn does not run; arg is still the caller's). */
 WEIR_API int weir_go(void (*fn)(void *arg), void *arg);
 
@@ -191,14 +202,19 @@ typedef struct weir_wg weir_wg;
 /* @return 0 or WEIR_ENOMEM. */
 WEIR_API int weir_wg_create(weir_wg **out);
 /* Add delta (may be negative) to the counter; a counter below zero aborts
- * (a programming error, as in Go). Never blocks. */
+ * (a programming error, as in Go). As in Go, a positive delta while the
+ * count is zero must happen before the wait that should see it. Never
+ * blocks; thread-safe. */
 WEIR_API void weir_wg_add(weir_wg *wg, int delta);
 /* Same as weir_wg_add(wg, -1). Wakes waiters when the count reaches zero. */
 WEIR_API void weir_wg_done(weir_wg *wg);
-/* Block until the counter is zero, or ctx (may be NULL) is done.
+/* Block until the counter is zero, or ctx (may be NULL) is done. Any
+ * number of waiters. On 0 the wait group may be destroyed at once (the
+ * add() that reached zero has left it). If it returns the context's error,
+ * tasks still hold wg: wait again without ctx before destroying it.
  * @return 0, or the context's weir_ctx_err(). */
 WEIR_API int weir_wg_wait(weir_wg *wg, weir_ctx *ctx);
-/* Free wg; nobody may be waiting on it. NULL is a no-op. */
+/* Free wg; no thread may be inside add, done or wait. NULL is a no-op. */
 WEIR_API void weir_wg_destroy(weir_wg *wg);
 
 /*
@@ -211,23 +227,27 @@ typedef struct weir_group weir_group;
 WEIR_API int weir_group_create(weir_group **out, weir_ctx *parent);
 /* The group's context: pass it to the tasks. Valid until destroy. */
 WEIR_API weir_ctx *weir_group_ctx(weir_group *g);
-/* Start fn(ctx, arg) on a new thread; its return value is its result.
+/* Start fn(ctx, arg) on a new thread; its return value is its result (any
+ * non-zero value, positive too, is a failure).
  * @return 0, or WEIR_ETHREAD (the task did not start; the group's context is
  * cancelled with WEIR_ETHREAD so running tasks stop, and wait reports it). */
 WEIR_API int weir_group_go(weir_group *g, int (*fn)(weir_ctx *ctx, void *arg),
                            void *arg);
-/* Record a failure as if a task had returned code, with a message
- * (printf-style; may be NULL). Only the first failure is kept. Thread-safe.
- * @return code. */
+/* Record a failure as if a task had returned code (non-zero; a positive
+ * code cancels with cause WEIR_ECANCELED), with a message (printf-style;
+ * may be NULL). Only the first failure is kept. Thread-safe. @return code. */
 WEIR_API int weir_group_fail(weir_group *g, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Block until every task has returned (joins the threads).
+/* Block until every task has returned (joins the threads). Takes no
+ * context: tasks must watch the group's. Call it from one thread. Unlike
+ * Go's errgroup, the group's context is not cancelled when all succeed.
  * @return 0 if all returned 0, else the first non-zero result. */
 WEIR_API int weir_group_wait(weir_group *g);
 /* The message recorded with the first failure (weir_strerror(code) when it
  * came without one), or "" if nothing failed — valid until destroy. */
 WEIR_API const char *weir_group_errmsg(const weir_group *g);
-/* Wait for any tasks still running, then free. NULL is a no-op. */
+/* Wait for any tasks still running, then free. Does not cancel: if tasks
+ * may still be blocked, cancel weir_group_ctx(g) first. NULL is a no-op. */
 WEIR_API void weir_group_destroy(weir_group *g);
 
 /* ------------------------------------------------------------------------ */
@@ -250,7 +270,15 @@ WEIR_API void weir_group_destroy(weir_group *g);
  * Blocking calls spin briefly when more than one CPU is online and then park
  * on a futex; a parked thread uses no CPU. They return WEIR_ECANCELED /
  * WEIR_EDEADLINE (weir_ctx_err) when ctx is done; ctx may be NULL (never
- * cancelled). On any error nothing was transferred.
+ * cancelled). The context is looked at only when a call would block: a
+ * send into a channel with room succeeds even when ctx is done. On any
+ * error nothing was transferred.
+ *
+ * close, closed, len and cap may be called from any thread, SPSC too.
+ * Using an SPSC channel from two senders (or two receivers) at once is not
+ * detected. A send that overlaps a close may succeed and leave its item
+ * buffered after receivers saw WEIR_ECLOSED: close from the sending side
+ * after the last send, or drain before destroy.
  */
 typedef struct weir_chan weir_chan;
 
@@ -276,8 +304,8 @@ WEIR_API int weir_chan_send(weir_chan *c, void *item, weir_ctx *ctx);
  *         buffered. */
 WEIR_API int weir_chan_recv(weir_chan *c, void **item, weir_ctx *ctx);
 
-/* Non-blocking forms. @return 0, WEIR_EAGAIN (full / empty), or
- * WEIR_ECLOSED. */
+/* Non-blocking forms. @return 0, WEIR_EAGAIN (full / empty),
+ * WEIR_ECLOSED, or WEIR_EINVAL (a NULL item). */
 WEIR_API int weir_chan_try_send(weir_chan *c, void *item);
 WEIR_API int weir_chan_try_recv(weir_chan *c, void **item);
 
@@ -294,8 +322,8 @@ WEIR_API long weir_chan_send_many(weir_chan *c, void *const *items, size_t n,
  * drained, or WEIR_ECANCELED/WEIR_EDEADLINE, or WEIR_EINVAL for max == 0. */
 WEIR_API long weir_chan_recv_many(weir_chan *c, void **items, size_t max,
                                   weir_ctx *ctx);
-/* Non-blocking batched forms: @return count (>= 1), WEIR_EAGAIN, or
- * WEIR_ECLOSED. */
+/* Non-blocking batched forms: @return count (>= 1), WEIR_EAGAIN,
+ * WEIR_ECLOSED, or WEIR_EINVAL (n or max 0, a NULL item). */
 WEIR_API long weir_chan_try_send_many(weir_chan *c, void *const *items, size_t n);
 WEIR_API long weir_chan_try_recv_many(weir_chan *c, void **items, size_t max);
 
@@ -325,7 +353,8 @@ WEIR_API const char *weir_kind_name(weir_kind k);
 
 /*
  * A schema: the column names of a rows stream. Immutable once created,
- * reference counted, shared by every batch of a stream.
+ * reference counted (atomically), shared by every batch of a stream; usable
+ * from any thread.
  */
 typedef struct weir_schema weir_schema;
 /* Copy n names into a new schema with one reference.
@@ -338,10 +367,12 @@ WEIR_API weir_schema *weir_schema_retain(const weir_schema *s);
 /* Drop a reference; the last one frees. NULL is a no-op. */
 WEIR_API void weir_schema_release(weir_schema *s);
 WEIR_API size_t weir_schema_ncols(const weir_schema *s);
+/* @return the name of column col, or NULL if col >= ncols. */
 WEIR_API const char *weir_schema_name(const weir_schema *s, size_t col);
-/* @return the column's index, or WEIR_ENOTFOUND. */
+/* @return the index of the first column of that name, or WEIR_ENOTFOUND. */
 WEIR_API int weir_schema_find(const weir_schema *s, const char *name);
-/* @return true if both have the same names in the same order. */
+/* @return true if both have the same names in the same order (two NULLs
+ * are equal; NULL and a schema are not). */
 WEIR_API bool weir_schema_equal(const weir_schema *a, const weir_schema *b);
 
 /* A field: a slice of the batch's arena. */
@@ -390,8 +421,10 @@ typedef struct weir_batch {
                                         (never set on a shared batch) */
 
 /* Create a standalone batch (not from a pool) of a kind, with room for
- * data_cap bytes (and, for rows, a first guess of field slices).
- * @return 0 or WEIR_ENOMEM / WEIR_EINVAL. */
+ * data_cap bytes. The caller holds one reference. Only retain, release and
+ * shared may be called on a batch from several threads; everything else
+ * belongs to its owner.
+ * @return 0, WEIR_ENOMEM, or WEIR_EINVAL (kind not BYTES or ROWS). */
 WEIR_API int weir_batch_create(weir_batch **out, weir_kind kind, size_t data_cap);
 /* Give up one reference: the last one returns the batch to its pool (or
  * frees it). NULL is a no-op. Never blocks. */
@@ -401,24 +434,29 @@ WEIR_API void weir_batch_release(weir_batch *b);
 WEIR_API weir_batch *weir_batch_retain(weir_batch *b);
 /* @return true if more than one holder shares b (then it is read-only). */
 WEIR_API bool weir_batch_shared(const weir_batch *b);
-/* Empty a batch for reuse (keeps its memory; drops its schema). */
+/* Empty a batch for reuse: rows, bytes, schema, seq, flags and provenance
+ * go; its memory stays. Not on a shared batch. */
 WEIR_API void weir_batch_reset(weir_batch *b);
 /* Ensure room for `more` further bytes in data.
  * @return 0 or WEIR_ENOMEM (the batch is unchanged). */
 WEIR_API int weir_batch_reserve(weir_batch *b, size_t more);
 /* Append bytes to data. @return 0 or WEIR_ENOMEM. */
 WEIR_API int weir_batch_append(weir_batch *b, const void *p, size_t n);
-/* Rows: set the schema (takes a new reference; releases the old one).
- * Sets ncols. The batch must hold no rows. @return 0 or WEIR_EINVAL. */
+/* Rows: set the schema (takes a new reference; releases the old one; NULL
+ * means no columns). Sets ncols. @return 0, or WEIR_EINVAL for a bytes
+ * batch or once a row is started. */
 WEIR_API int weir_batch_set_schema(weir_batch *b, weir_schema *s);
 /* Rows: append one field (copied into the arena) to the row being built.
- * @return 0, WEIR_ENOMEM, or WEIR_EINVAL (more fields than ncols). */
+ * @return 0; WEIR_ENOMEM (also when the arena would pass 4 GiB: offsets
+ * are 32-bit); WEIR_EINVAL (more fields than ncols, or n > UINT32_MAX). On
+ * failure the batch is unchanged. */
 WEIR_API int weir_batch_add_field(weir_batch *b, const void *p, size_t n);
 /* Rows: finish the row being built; it must have exactly ncols fields.
  * @return 0 or WEIR_EINVAL. */
 WEIR_API int weir_batch_end_row(weir_batch *b);
-/* Rows: append a whole row from another batch's fields (ncols must match).
- * @return 0 or WEIR_ENOMEM / WEIR_EINVAL. */
+/* Rows: append a whole row from another batch's fields.
+ * @return 0, WEIR_ENOMEM, or WEIR_EINVAL (ncols differ, row >= src->nrows,
+ * or a row is open in dst). */
 WEIR_API int weir_batch_copy_row(weir_batch *dst, const weir_batch *src,
                                  uint32_t row);
 /* Rows: pointer to field (row, col); its length goes to *len. No checks. */
@@ -438,7 +476,9 @@ static inline const unsigned char *weir_batch_field(const weir_batch *b,
  * what the pool keeps; beyond it, released batches are freed.
  * The pool must outlive every batch taken from it.
  */
-/* @return 0, WEIR_EINVAL or WEIR_ENOMEM. */
+/* keep: the most released batches kept for reuse (>= 1); data_cap: the
+ * starting capacity of new batches. get and release are thread-safe.
+ * @return 0, WEIR_ENOMEM, or WEIR_EINVAL (keep 0, kind not BYTES/ROWS). */
 WEIR_API int weir_pool_create(weir_pool **out, weir_kind kind, size_t keep,
                               size_t data_cap);
 /* Take an empty batch (one reference). @return 0 or WEIR_ENOMEM. Never
@@ -493,8 +533,10 @@ struct weir_expr {
     size_t nargs;
 };
 
-/* Parse one expression from text (the spec's expression grammar).
- * file names the text in positions (NULL: "<expr>").
+/* Parse one expression from text (NUL-terminated; the spec's expression
+ * grammar; text after the expression is an error). file names the text in
+ * positions (NULL: "<expr>"); err may be NULL. A tree built by hand must
+ * use malloc'd nodes, args and str: weir_expr_destroy frees them.
  * @return 0; WEIR_ESPEC with "file:line:col: message" in err; WEIR_ENOMEM. */
 WEIR_API int weir_expr_parse(weir_expr **out, const char *text, const char *file,
                              char *err, size_t errsize);
@@ -625,6 +667,11 @@ typedef struct weir_stage weir_stage;
  * A stage definition: one per stage type, static for the program's life.
  * Every callback is optional except process.
  *
+ * Replicas of a node run these callbacks at the same time on different
+ * threads: keep mutable data in weir_stage_state, not in statics. close()
+ * must accept a NULL state (open failed early). On every return from
+ * process(), `in` has been emitted or released — error paths too.
+ *
  * Per physical instance (replica), on its own thread:
  *   open(s)          once, before any data;
  *   process(s, in)   for each input batch; the stage owns `in` and must pass
@@ -740,11 +787,13 @@ WEIR_API void weir_stage_progress(weir_stage *s, uint64_t done, uint64_t total);
 WEIR_API int weir_stage_replica(const weir_stage *s);
 WEIR_API int weir_stage_replicas(const weir_stage *s);
 
-/* A fresh empty batch of the stage's output kind from the output pool.
+/* A fresh empty batch of the stage's output kind from the output pool (a
+ * rows batch has no schema yet: set it before adding fields).
  * @return 0 or WEIR_ENOMEM. Never blocks. */
 WEIR_API int weir_stage_batch(weir_stage *s, weir_batch **out);
 
-/* Send b downstream (to every consumer). Blocks while downstream is full.
+/* Send b downstream (to every consumer); only from open/process/finish, on
+ * the stage's thread. Blocks while downstream is full.
  * Takes ownership of b in every case (it is released on failure).
  * @return 0; WEIR_DONE when no consumer wants more (stop producing and
  * return WEIR_DONE); WEIR_ECANCELED/WEIR_EDEADLINE when the run is
@@ -755,7 +804,8 @@ WEIR_API int weir_stage_batch(weir_stage *s, weir_batch **out);
 WEIR_API int weir_stage_emit(weir_stage *s, weir_batch *b);
 
 /* Record the run's error message for this stage (printf-style), unless an
- * earlier error was recorded. The run reports
+ * earlier error was recorded (thread-safe: the first error of the run
+ * wins). The run reports
  * "stage 'NAME': MESSAGE". @return code, to write `return
  * weir_stage_errorf(s, WEIR_EDATA, "...")`. Never prints. */
 WEIR_API int weir_stage_errorf(weir_stage *s, int code, const char *fmt, ...)
@@ -794,8 +844,8 @@ WEIR_API int weir_graph_create(weir_graph **out);
 /* Free the graph (not while it runs). NULL is a no-op. */
 WEIR_API void weir_graph_destroy(weir_graph *g);
 
-/* Add a node running def, labelled label (NULL: the def's name). The def
- * must outlive the graph. @return 0, WEIR_EINVAL (def's ABI differs, no
+/* Add a node running def, labelled label (NULL: the def's name; copied).
+ * The def must outlive the graph. @return 0, WEIR_EINVAL (def's ABI differs, no
  * process callback) or WEIR_ENOMEM. *out is owned by the graph. */
 WEIR_API int weir_graph_add(weir_graph *g, const weir_stage_def *def,
                             const char *label, weir_node **out);
@@ -870,7 +920,9 @@ WEIR_API int weir_graph_check(weir_graph *g, const weir_run_opts *opts);
 
 /* Validate, expand and run the graph until every stage has ended, one has
  * failed, or ctx (may be NULL) is done. Blocks the caller; the caller's
- * thread serves as one of the workers. A graph may be run more than once.
+ * thread serves as one of the workers. A graph may be run more than once,
+ * one run at a time; do not change it while it runs. Different graphs may
+ * run at the same time from different threads.
  * @return 0 on success (including early completion such as head);
  * the first stage error (its message in weir_graph_errmsg());
  * WEIR_ECANCELED/WEIR_EDEADLINE if ctx ended it; WEIR_ESPEC if validation
@@ -963,16 +1015,23 @@ WEIR_API int weir_stage_register(const weir_stage_def *def);
  * or weir_plugin_load() in a program (which must export its weir_ symbols:
  * link it with -rdynamic, or with -lweir dynamically).
  */
+#ifdef __cplusplus
+#define WEIR__PLUGIN_LINKAGE extern "C"
+#else
+#define WEIR__PLUGIN_LINKAGE extern
+#endif
 #define WEIR_PLUGIN(init_fn)                                                   \
-    __attribute__((visibility("default"))) const unsigned weir_plugin_abi =    \
-        WEIR_ABI_VERSION;                                                      \
-    __attribute__((visibility("default"))) int weir_plugin_init(void)         \
-    {                                                                          \
-        return init_fn();                                                      \
-    }
+    WEIR__PLUGIN_LINKAGE __attribute__((visibility("default")))                \
+    const unsigned weir_plugin_abi;                                            \
+    WEIR__PLUGIN_LINKAGE __attribute__((visibility("default"))) int            \
+    weir_plugin_init(void);                                                    \
+    const unsigned weir_plugin_abi = WEIR_ABI_VERSION;                         \
+    int weir_plugin_init(void) { return init_fn(); }
 
 /* Load the plugin at path (a bare name means the current directory) and
- * run its init, which registers its stages. The object stays loaded.
+ * run its init, which registers its stages. The object stays loaded; loading
+ * an object that is already loaded does nothing and returns 0. err may be
+ * NULL.
  * @return 0; WEIR_ENOTFOUND (cannot open: missing file, unresolved
  * symbols), WEIR_EINVAL (not a weir plugin, another ABI, or init failed) —
  * with a one-line reason in err. Not thread-safe (like registering). */

@@ -5,6 +5,7 @@
  */
 #include "stages.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,8 @@ static const weir_stage_def *const builtins[] = {
     &weir__stage_unzstd,  &weir__stage_filter,  &weir__stage_select,
     &weir__stage_drop,    &weir__stage_rename,  &weir__stage_compute,
     &weir__stage_head,    &weir__stage_sample,  &weir__stage_group,
-    &weir__stage_write,
+    &weir__stage_sort,    &weir__stage_dedup,
+    &weir__stage_write,   &weir__stage_split,
     &weir__stage_discard, &weir__stage_count,   &weir__stage_merge,
     &weir__stage_concat,
 };
@@ -26,13 +28,20 @@ static const weir_stage_def *const builtins[] = {
 static const weir_stage_def **all;
 static size_t nall;
 
-static void ensure_all(void)
+static void build_all(void)
 {
-    if (all) return;
     all = malloc(NBUILTIN * sizeof *all);
     if (!all) return;
     for (size_t i = 0; i < NBUILTIN; i++)
         if (builtins[i]) all[nall++] = builtins[i]; /* weak: may be missing */
+}
+
+/* Built once, whichever thread looks first. (Registering stays the
+ * caller's to serialise, as weir.h says.) */
+static void ensure_all(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_all);
 }
 
 const weir_stage_def *weir_stage_find(const char *name)
