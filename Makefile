@@ -118,6 +118,7 @@ stress: $(STRESS_BIN)
 
 check-install: lib
 	@sh tests/install_test.sh
+	@sh tests/examples_test.sh
 
 # Sanitizer builds live in their own folders and reuse the targets above.
 # Criterion's runner process leaks a little of its own: tests/lsan.supp.
@@ -185,12 +186,70 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    pipeline/weir.pc.in > $(DESTDIR)$(PCDIR)/weir.pc
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 644 docs/weir.1 $(DESTDIR)$(PREFIX)/share/man/man1/weir.1
+	install -m 644 docs/weir-spec.5 $(DESTDIR)$(PREFIX)/share/man/man5/weir-spec.5
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/weir.h $(DESTDIR)$(LIBDIR)/libweir.a \
 	      $(DESTDIR)$(LIBDIR)/libweir.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libweir.so \
-	      $(DESTDIR)$(BINDIR)/weir $(DESTDIR)$(PCDIR)/weir.pc
+	      $(DESTDIR)$(BINDIR)/weir $(DESTDIR)$(PCDIR)/weir.pc \
+	      $(DESTDIR)$(PREFIX)/share/man/man1/weir.1 $(DESTDIR)$(PREFIX)/share/man/man5/weir-spec.5
+
+# ---- fuzzing ------------------------------------------------------------------
+# libFuzzer harnesses (tests/fuzz/, see its README): clang builds the library
+# sources with coverage, ASan and UBSan into build-fuzz/ (not libweir.a,
+# which gcc builds), links each harness, and runs it for FUZZ_SECONDS on its
+# seed corpus (tests/fuzz/corpus/NAME, read-only; what the fuzzer adds goes
+# to build-fuzz/corpus/NAME). A failure leaves build-fuzz/crash-NAME-*: a
+# reproducer to add to the seed corpus with the fix.
+#   make fuzz                       every harness, FUZZ_SECONDS (60) each
+#   make fuzz FUZZ=csv FUZZ_SECONDS=600
+FUZZ_SECONDS ?= 60
+FUZZ_CC  ?= clang
+FUZZ_DIR := build-fuzz
+FUZZ_ALL := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ     ?= $(FUZZ_ALL)
+FUZZ_ARGS ?=
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -fopenmp \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+               -MMD -MP -Ipipeline $(WARN) -Wno-missing-field-initializers
+FUZZ_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/%.o)
+FUZZ_DEB_PKGS := clang libclang-rt-14-dev libomp-dev
+
+.PHONY: fuzz fuzz-deps fuzz-build fuzz-clean
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) $(FUZZ_DEB_PKGS)"
+
+$(FUZZ_DIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -DWEIR_BUILDING -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wno-missing-prototypes -fsanitize=fuzzer -o $@ $< \
+	      $(FUZZ_OBJ) -lcsv -lzstd -lpthread -lm -ldl
+
+fuzz-build: $(FUZZ:%=$(FUZZ_DIR)/fuzz_%)
+
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@set -e; for n in $(FUZZ); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$n; \
+	  echo "== fuzz_$$n for $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS=detect_leaks=1 $(FUZZ_DIR)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=20 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crash-$$n- \
+	    $(FUZZ_ARGS) $(FUZZ_DIR)/corpus/$$n tests/fuzz/corpus/$$n 2>$(FUZZ_DIR)/fuzz_$$n.log \
+	  || { tail -n 60 $(FUZZ_DIR)/fuzz_$$n.log; exit 1; }; \
+	  grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added)' \
+	    $(FUZZ_DIR)/fuzz_$$n.log; \
+	done
+
+fuzz-clean:
+	rm -rf $(FUZZ_DIR)
+clean: fuzz-clean
+
+-include $(FUZZ_OBJ:.o=.d)
 
 # ---- housekeeping -------------------------------------------------------------
 SRC_ALL := $(wildcard pipeline/*.[ch] stages/*.[ch] cli/*.[ch] tests/*.c \

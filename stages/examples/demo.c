@@ -1,5 +1,5 @@
 /*
- * demo.c — a small pipeline built on libweir, what `make demo` runs.
+ * demo.c — a small pipeline built on libweir, what `make demo-lib` runs.
  *
  *   numbers (source) ──> collatz (workers=N, ordered) ──> summary (sink)
  *
@@ -7,7 +7,12 @@
  * replicated across the CPUs, appends the length of each number's Collatz
  * sequence; the sink checks that rows arrive in source order and reports
  * the longest sequence found. Every stage is a plain weir_stage_def, the
- * same API a user's own stage gets.
+ * same API a user's own stage gets; collatz.c is the same idea as a plugin
+ * for specs.
+ *
+ *   cc -o demo demo.c $(pkg-config --cflags --libs weir)
+ *   ./demo [COUNT [WORKERS]]      (default: 2000000 numbers, one collatz
+ *                                  replica per CPU)
  */
 #include <weir.h>
 
@@ -206,12 +211,18 @@ static const weir_stage_def summary_def = {
 int main(int argc, char **argv)
 {
     long long count = argc > 1 ? atoll(argv[1]) : 2000000;
+    long long workers = argc > 2 ? atoll(argv[2]) : 0; /* 0: auto, one per CPU */
     weir_graph *g;
     weir_node *src, *work, *sink;
     int rc = weir_graph_create(&g);
-    if (!rc) rc = weir_graph_add(g, &numbers_def, NULL, &src);
+    if (rc) {
+        fprintf(stderr, "demo: %s\n", weir_strerror(rc));
+        return 1;
+    }
+    rc = weir_graph_add(g, &numbers_def, NULL, &src);
     if (!rc) rc = weir_node_set_int(src, "count", count);
     if (!rc) rc = weir_graph_add(g, &collatz_def, NULL, &work);
+    if (!rc && workers > 0) rc = weir_node_set_int(work, "workers", workers);
     if (!rc) rc = weir_graph_add(g, &summary_def, NULL, &sink);
     if (!rc) rc = weir_graph_connect(g, src, work);
     if (!rc) rc = weir_graph_connect(g, work, sink);
