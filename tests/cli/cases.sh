@@ -48,7 +48,7 @@ let b = read(\"$DATA/kv2.csv\") | csv()
 concat(a, b)"'
 t discard 0 '$WEIR run -e "gen(rows=1000) | discard()"'
 t group 0 '$WEIR run -e "read(\"$DATA/kv.csv\") | csv() | group(by=k, n=count(), vals=count(v), total=sum(v), avg=mean(v), lo=min(v), hi=max(v))"'
-t group_unsorted 0 '$WEIR run -e "read(\"$DATA/kv.csv\") | csv() | group(by=[k], sort=false, n=count())"'
+t group_unsorted 0 '$WEIR run -e "read(\"$DATA/kv.csv\") | csv() | group(by=[k], sort=false, n=count(), workers=1)"'
 t write_csv 0 '$WEIR run -e "read(\"$DATA/kv.csv\") | csv() | write(\"o.csv\")"'
 f write_csv.file o.csv
 t write_jsonl 0 '$WEIR run -e "read(\"$DATA/kv.csv\") | csv() | write(\"o.jsonl\")"'
