@@ -595,6 +595,10 @@ static void instance_main(weir_stage *s)
     if (rc == 0) {
         rc = instance_loop(s);
         if (rc < 0) note_result(s, rc, "process");
+        /* A cancelled run closes channels as its stages stop, so an input
+         * may end early: that is not the end of the data, and finish()
+         * must not act on it. */
+        if (weir_ctx_done(s->r->ctx) && rc >= 0) rc = weir_ctx_err(s->r->ctx);
         if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && s->ordered_replica)
             send_marker(s, WEIR__BATCH_FINAL); /* what follows is finish()'s */
         if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && d->finish) {

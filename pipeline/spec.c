@@ -28,7 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DEPTH 200
+#define MAX_DEPTH 200    /* parser recursion */
+#define MAX_HEIGHT 1000  /* tree height: a+b+c+… grows it without recursion */
 
 typedef enum tok_kind {
     T_EOF, T_NEWLINE, T_NAME, T_NUM, T_STR, T_QNAME, T_VAR,
@@ -307,6 +308,7 @@ static weir_expr *node(parser *P, weir_expr_kind k, const tok *at)
     }
     e->kind = k;
     e->pos = (weir_pos){P->file, at->line, at->col};
+    e->depth = 1;
     return e;
 }
 
@@ -320,6 +322,12 @@ static bool add_arg(parser *P, weir_expr *e, weir_expr *a)
     }
     e->args = na;
     e->args[e->nargs++] = a;
+    if (a->depth + 1 > e->depth) e->depth = a->depth + 1;
+    /* Trees are walked recursively (clone, destroy, compile): keep them
+     * shallow enough for any stack. */
+    if (e->depth > MAX_HEIGHT)
+        perr(P, e->pos.line, e->pos.col, "expression nested too deeply (over %d levels)",
+             MAX_HEIGHT);
     return true;
 }
 
@@ -565,6 +573,10 @@ static weir_expr *parse_level(parser *P, size_t lv)
         add_arg(P, e, l);
         add_arg(P, e, r);
         l = e;
+        if (P->rc) {
+            weir_expr_destroy(l);
+            return NULL;
+        }
         if (!levels[lv].chain) {
             tok *n = peek(P);
             for (int i = 0; i < 6 && levels[lv].ops[i]; i++) {

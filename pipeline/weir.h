@@ -531,6 +531,8 @@ struct weir_expr {
     size_t len;
     weir_expr **args;
     size_t nargs;
+    uint32_t depth;  /* height of the tree from here (1 for a leaf), set by
+                        the parser, which refuses trees over 1000 high */
 };
 
 /* Parse one expression from text (NUL-terminated; the spec's expression
