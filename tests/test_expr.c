@@ -532,11 +532,10 @@ Test(expr, deep_chains, .timeout = 30)
     e[n * 2 - 1] = '\0';
     weir_expr *x;
     char err[256];
-    cr_assert_eq(weir_expr_parse(&x, e, "<t>", err, sizeof err), 0, "%s", err);
-    weir_eval *v = NULL;
-    cr_assert_eq(weir_eval_create(&v, x, NULL, err, sizeof err), WEIR_ESPEC);
+    /* The parser refuses it (tree height over 1000); a hand-built tree that
+     * deep is refused by the compiler the same way. */
+    cr_assert_eq(weir_expr_parse(&x, e, "<t>", err, sizeof err), WEIR_ESPEC);
     cr_assert(strstr(err, "nested too deeply"), "%s", err);
-    weir_expr_destroy(x);
     free(e);
 }
 
