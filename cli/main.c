@@ -50,6 +50,7 @@ static void usage(FILE *f)
             "  explain SPEC         show the physical graph (--dot for Graphviz)\n"
             "  stages [NAME]        list the stages, or one stage's arguments\n"
             "  gen KIND             write a generated dataset (trips)\n"
+            "  bench SPEC | -e TEXT run a pipeline N times: median/min/max speed\n"
             "\n"
             "  weir COMMAND --help  options of a command\n"
             "  weir --version       the version\n"
@@ -57,6 +58,7 @@ static void usage(FILE *f)
             "\n"
             "example:\n"
             "  weir run -e 'read(\"trips.csv\") | csv() | filter(fare > 50) | head(5)'\n"
+            "  weir run --stats -e 'read(\"trips.csv\") | csv() | write(\"t.jsonl\")'\n"
             "\n"
             "exit status: 0 success, 1 runtime or data error, 2 usage or spec\n"
             "error, 130/143 interrupted by SIGINT/SIGTERM.\n");
@@ -113,7 +115,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {
         {"run", cmd_run},         {"check", cmd_check}, {"explain", cmd_explain},
-        {"stages", cmd_stages},   {"gen", cmd_gen},
+        {"stages", cmd_stages},   {"gen", cmd_gen},     {"bench", cmd_bench},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);

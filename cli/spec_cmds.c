@@ -4,10 +4,13 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- arguments ------------------------------------------------------------------ */
@@ -16,6 +19,9 @@ int cli_spec_args(int argc, char **argv, const char *cmd, const char *allow,
                   spec_args *a, void (*help)(FILE *))
 {
     memset(a, 0, sizeof *a);
+    a->progress = -1;
+    a->runs = 10;
+    a->warmup = 1;
     a->vars = calloc((size_t)argc + 1, sizeof *a->vars);
     if (!a->vars) {
         cli_error("out of memory");
@@ -74,6 +80,42 @@ int cli_spec_args(int argc, char **argv, const char *cmd, const char *allow,
             }
         } else if (IS("--dot") && strchr(allow, 'd')) {
             a->dot = 1;
+        } else if (IS("--stats") && strchr(allow, 's')) {
+            /* The value is optional, so it comes only after '='. */
+            const char *m = eq ? eq + 1 : "table";
+            if (strcmp(m, "table") == 0) a->stats = CLI_STATS_TABLE;
+            else if (strcmp(m, "replicas") == 0) a->stats = CLI_STATS_REPLICAS;
+            else if (strcmp(m, "json") == 0) a->stats = CLI_STATS_JSON;
+            else {
+                cli_error("%s: --stats takes table, replicas or json, not '%s'", cmd, m);
+                return EXIT_USAGE;
+            }
+        } else if (IS("--progress") && !eq && strchr(allow, 's')) {
+            a->progress = 1;
+        } else if (IS("--no-progress") && !eq && strchr(allow, 's')) {
+            a->progress = 0;
+        } else if (IS("--trace") && strchr(allow, 's')) {
+            VALUE();
+            if (!val[0]) {
+                cli_error("%s: --trace needs a file name", cmd);
+                return EXIT_USAGE;
+            }
+            a->trace = val;
+        } else if ((IS("--runs") || IS("--warmup")) && strchr(allow, 'b')) {
+            bool runs = IS("--runs");
+            VALUE();
+            char *end;
+            errno = 0;
+            long n = strtol(val, &end, 10);
+            if (*end || !val[0] || errno || n < (runs ? 1 : 0) || n > 100000) {
+                cli_error("%s: %s takes a number from %d to 100000, not '%s'", cmd,
+                          runs ? "--runs" : "--warmup", runs ? 1 : 0, val);
+                return EXIT_USAGE;
+            }
+            if (runs) a->runs = (int)n;
+            else a->warmup = (int)n;
+        } else if (IS("--json") && !eq && strchr(allow, 'b')) {
+            a->json = 1;
         } else if (o[0] == '-' && o[1] != '\0') {
             cli_error("%s: unknown option '%s' (try 'weir %s --help')", cmd, o, cmd);
             return EXIT_USAGE;
@@ -170,7 +212,10 @@ static volatile sig_atomic_t got_signal;
 
 static void on_signal(int sig)
 {
-    if (got_signal && sig == SIGINT) _exit(EXIT_SIGINT); /* second Ctrl-C: now */
+    if (got_signal && sig == SIGINT) { /* second Ctrl-C: now */
+        cli_progress_erase_from_signal();
+        _exit(EXIT_SIGINT);
+    }
     got_signal = sig;
     weir_ctx_cancel_from_signal(root_ctx, WEIR_EINTERRUPT);
 }
@@ -193,7 +238,39 @@ static void run_help(FILE *f)
             "  --mem SIZE         memory a stateful stage (group, sort, dedup)\n"
             "                     may hold before it spills or fails (default 1G;\n"
             "                     mem= on a stage sets its own)\n"
+            "  --stats[=MODE]     at the end, what each stage did, on stderr:\n"
+            "                     table (the default), replicas (the table with a\n"
+            "                     row per replica too), or json (one JSON object on\n"
+            "                     one line; schema: docs/stats-schema.md)\n"
+            "  --progress         show live progress on stderr even when it is not\n"
+            "                     a terminal\n"
+            "  --no-progress      never show it (the default shows it when stderr\n"
+            "                     is a terminal, from half a second into the run)\n"
+            "  --trace FILE       write a Chrome trace-event JSON file (open it in\n"
+            "                     ui.perfetto.dev or chrome://tracing): a track per\n"
+            "                     worker, spans for each batch processed and each\n"
+            "                     wait on a channel; written even when the run fails\n"
             "  -h, --help         this help\n"
+            "\n"
+            "Stats: per stage (label and spec position), its replicas, rows and MB\n"
+            "(10^6 bytes) in and out, and the share of the run's wall time x its\n"
+            "replicas it spent busy in its own code, waiting for input (upstream is\n"
+            "slower) and waiting to send (downstream is slower, its channels are\n"
+            "full); rows/s and MB/s: its input over the wall time (a source: its\n"
+            "output; rows/s of gen or csv: the rows made). A stage whose input a\n"
+            "splitter cuts on one thread in front of its replicas (csv) has a\n"
+            "'split' row below it. The last line names the bottleneck: the stage\n"
+            "(or splitter) with the highest busy share per replica, with the\n"
+            "evidence (its upstream waiting to send, its downstream waiting for\n"
+            "input) and what to try: more workers for a parallel stage while CPUs\n"
+            "are idle, less work for a stage that is not parallel-safe; a busy\n"
+            "source is called input-bound (I/O, decompression), a busy sink\n"
+            "output-bound. When no stage is busy half the time, none is named.\n"
+            "\n"
+            "Progress: elapsed time, input read of the total (compressed bytes for\n"
+            ".zst) with ETA, rows/s and input MB/s; then each stage's busy share\n"
+            "(* the busiest) and its input channels' fill [queued/capacity]. The\n"
+            "lines are erased at the end. NO_COLOR turns colour off.\n"
             "\n"
             "Outputs are written to temporary files and renamed only when the\n"
             "whole run succeeds. Ctrl-C stops the run (exit 130; twice: at once).\n");
@@ -206,10 +283,54 @@ static int exit_code_for(int rc)
     return EXIT_RUNTIME;
 }
 
+/* Write g's trace to path through a temporary beside it and a rename, so a
+ * failed write leaves no half file. @return 0, or -1 with msg set. */
+static int write_trace(weir_graph *g, const char *path, char *msg, size_t size)
+{
+    char *tmp = malloc(strlen(path) + 16);
+    if (!tmp) {
+        snprintf(msg, size, "cannot write trace '%s': out of memory", path);
+        return -1;
+    }
+    sprintf(tmp, "%s.tmp-XXXXXX", path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(msg, size, "cannot write trace '%s': %s", path, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    mode_t um = umask(0);
+    umask(um);
+    (void)fchmod(fd, 0666 & ~um);
+    int rc = weir_graph_trace_write(g, fd);
+    int saved = errno;
+    if (close(fd) != 0 && rc == 0) {
+        rc = WEIR_EIO;
+        saved = errno;
+    }
+    if (rc == 0 && rename(tmp, path) != 0) {
+        rc = WEIR_EIO;
+        saved = errno;
+    }
+    if (rc) {
+        unlink(tmp);
+        if (rc == WEIR_EIO) snprintf(msg, size, "cannot write trace '%s': %s", path, strerror(saved));
+        else snprintf(msg, size, "cannot write trace '%s': %s", path, weir_strerror(rc));
+    }
+    free(tmp);
+    return rc ? -1 : 0;
+}
+
+bool cli_no_timing(void)
+{
+    const char *v = getenv("WEIR_NO_TIMING");
+    return v && strcmp(v, "1") == 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
     spec_args a;
-    int ec = cli_spec_args(argc, argv, "run", "tnm", &a, run_help);
+    int ec = cli_spec_args(argc, argv, "run", "tnms", &a, run_help);
     weir_graph *g = NULL;
     if (ec == 0) ec = cli_compile(&a, &g);
     if (ec) {
@@ -232,26 +353,74 @@ int cmd_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN); /* a closed stdout is EPIPE: write() ends quietly */
 
-    weir_run_opts o = {.max_workers = a.threads, .mem_budget = a.mem};
+    bool timing = !cli_no_timing();
+    weir_run_opts o = {.max_workers = a.threads, .mem_budget = a.mem,
+                       .trace = a.trace != NULL, .no_timing = !timing};
+    const char *term = getenv("TERM");
+    bool show = a.progress == 1 ||
+                (a.progress == -1 && isatty(STDERR_FILENO) && !(term && strcmp(term, "dumb") == 0));
+    cli_progress *pg = show ? cli_progress_start(g) : NULL;
+    uint64_t t0 = weir_now_ns();
     rc = weir_graph_run(g, root_ctx, &o);
+    uint64_t wall = weir_now_ns() - t0;
+    int flush_errno = 0;
     if (fflush(stdout) != 0 && errno != EPIPE && rc == 0) {
-        cli_error("writing to stdout: %s", strerror(errno));
+        flush_errno = errno;
         rc = WEIR_EIO;
     }
+    /* From here on the display is gone: stats and errors follow. */
+    cli_progress_stop(pg);
+
+    char msg[4200] = "";
+    const char *status = "ok";
     int sig = got_signal;
     if (sig) {
         ec = sig == SIGTERM ? EXIT_SIGTERM : EXIT_SIGINT;
-        cli_error("interrupted by %s: outputs were not written", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        status = "interrupted";
+        snprintf(msg, sizeof msg, "interrupted by %s: outputs were not written",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
     } else if (rc == WEIR_EDEADLINE) {
-        char d[32];
-        snprintf(d, sizeof d, "%g s", a.timeout);
-        cli_error("deadline passed: the run did not finish within --timeout (%s); "
-                  "outputs were not written", d);
+        status = "deadline";
+        snprintf(msg, sizeof msg,
+                 "deadline passed: the run did not finish within --timeout (%g s); "
+                 "outputs were not written", a.timeout);
+        ec = EXIT_RUNTIME;
+    } else if (flush_errno) {
+        status = "error";
+        snprintf(msg, sizeof msg, "writing to stdout: %s", strerror(flush_errno));
         ec = EXIT_RUNTIME;
     } else if (rc) {
-        cli_error("%s", weir_graph_errmsg(g));
+        status = "error";
+        snprintf(msg, sizeof msg, "%s", weir_graph_errmsg(g));
         ec = exit_code_for(rc);
     }
+    /* A run that failed validation never started (its nodes have no
+     * replicas yet): no stats, no trace. */
+    bool ran = false;
+    weir_node *const *nodes;
+    size_t nn = weir_graph_nodes(g, &nodes);
+    for (size_t i = 0; i < nn && !ran; i++) {
+        weir_node_stats ns;
+        weir_node_get_stats(nodes[i], &ns);
+        ran = ns.replicas > 0;
+    }
+    char tmsg[PATH_MAX + 128] = "";
+    if (a.trace && ran && write_trace(g, a.trace, tmsg, sizeof tmsg) != 0 && ec == EXIT_OK)
+        ec = EXIT_RUNTIME;
+    if (a.stats && ran) {
+        cli_stats st;
+        if (cli_stats_collect(g, wall, timing, &st) == 0) {
+            if (a.stats == CLI_STATS_JSON) {
+                cli_stats_json(stderr, &st, status, msg[0] ? msg : NULL);
+                fputc('\n', stderr);
+            } else {
+                cli_stats_table(stderr, &st, a.stats == CLI_STATS_REPLICAS);
+            }
+            cli_stats_free(&st);
+        }
+    }
+    if (msg[0]) cli_error("%s", msg);
+    if (tmsg[0]) cli_error("%s", tmsg);
     weir_graph_destroy(g);
     free(a.vars);
     /* root_ctx stays: the signal helper may still hold it. The process ends. */
@@ -294,6 +463,158 @@ int cmd_check(int argc, char **argv)
 
 /* ---- explain --------------------------------------------------------------------------- */
 
+/* What one batch may hold, for the channel memory estimate: bytes batches
+ * are cut at 1 MiB by the stages that make them (read, to_csv, unzstd);
+ * rows batches hold up to 4096 rows (gen, csv), each field an 8-byte slice
+ * plus its text, taken as 16 bytes on average. */
+#define EST_BYTES_BATCH ((double)(1 << 20))
+#define EST_ROWS 4096.0
+#define EST_FIELD 24.0
+#define EST_COLS_UNKNOWN 16
+
+static void fmt_size(char *buf, size_t size, double b)
+{
+    if (b < 1024) snprintf(buf, size, "%.0f B", b);
+    else if (b < 1024 * 1024) snprintf(buf, size, "%.0f KiB", b / 1024);
+    else if (b < 1024.0 * 1024 * 1024) snprintf(buf, size, "%.1f MiB", b / 1024 / 1024);
+    else snprintf(buf, size, "%.2f GiB", b / 1024 / 1024 / 1024);
+}
+
+typedef struct mem_node {
+    char name[256];
+    char kind[16];
+    int replicas, ncols;
+    bool collector;
+} mem_node;
+
+static double mem_batch(const mem_node *x, char *what, size_t size)
+{
+    if (strcmp(x->kind, "rows") == 0) {
+        int c = x->ncols > 0 ? x->ncols : EST_COLS_UNKNOWN;
+        double b = EST_ROWS * c * EST_FIELD;
+        char s[32];
+        fmt_size(s, sizeof s, b);
+        snprintf(what, size, "rows, ~4096 x %d columns%s, ~%s each", c,
+                 x->ncols > 0 ? "" : " (unknown: guessed)", s);
+        return b;
+    }
+    snprintf(what, size, "%s, up to 1 MiB each", x->kind);
+    return EST_BYTES_BATCH;
+}
+
+/* Parse a header line of weir_graph_describe:
+ * "LABEL (POS): IN -> OUT[, N replicas, KIND collector]". */
+static bool mem_header(const char *ln, size_t len, mem_node *x)
+{
+    const char *arrow = NULL, *colon = NULL;
+    for (size_t i = 0; i + 4 <= len && !arrow; i++) {
+        if (memcmp(ln + i, " -> ", 4) == 0) arrow = ln + i;
+        else if (ln[i] == ':' && ln[i + 1] == ' ') colon = ln + i;
+    }
+    if (!arrow || !colon) return false;
+    memset(x, 0, sizeof *x);
+    snprintf(x->name, sizeof x->name, "%.*s", (int)(colon - ln), ln);
+    x->replicas = 1;
+    x->ncols = -1;
+    const char *tail = arrow + 4, *end = ln + len;
+    size_t k = 0;
+    while (tail + k < end && tail[k] != ',' && k + 1 < sizeof x->kind) {
+        x->kind[k] = tail[k];
+        k++;
+    }
+    x->kind[k] = '\0';
+    if (tail + k < end && sscanf(tail + k, ", %d replicas", &x->replicas) != 1) x->replicas = 1;
+    const char *col = strstr(tail, " collector");
+    x->collector = x->replicas > 1 && col && col < end;
+    return true;
+}
+
+/* Does the node labelled label[0..len) have its input cut by a splitter? */
+static bool mem_has_splitter(const char *text, const char *label, size_t len)
+{
+    for (const char *p = text; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n > len && strncmp(p, label, len) == 0 && (p[len] == ' ' || p[len] == ':')) {
+            const char *cut = strstr(p, ", input cut by ");
+            if (cut && cut < p + n) return true;
+        }
+        p += n + (e != NULL);
+    }
+    return false;
+}
+
+/* After weir_graph_describe's text: what the channels can hold when every
+ * one is full. The replicas and channel counts are read back from the
+ * description (the public API gives them only once a run has started). */
+static void explain_memory(FILE *f, const char *text)
+{
+    size_t cap = 16;
+    const char *last = strstr(text, " edge channels of ");
+    if (last) sscanf(last, " edge channels of %zu", &cap);
+    double total = 0;
+    size_t nl = 0;
+    char lines[64][512];
+    mem_node x;
+    bool have = false, collector = false;
+    for (const char *p = text; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char what[128], sz[32];
+        if (len > 13 && strncmp(p, "    columns: ", 13) == 0) {
+            x.ncols = 1;
+            for (size_t i = 13; i + 1 < len; i++) x.ncols += p[i] == ',' && p[i + 1] == ' ';
+        } else if (len > 7 && strncmp(p, "    -> ", 7) == 0 && have) {
+            double b = mem_batch(&x, what, sizeof what);
+            if (collector) { /* priced here, once the columns are known */
+                double m = b * (double)x.replicas * (double)cap;
+                total += m;
+                fmt_size(sz, sizeof sz, m);
+                if (nl < 64)
+                    snprintf(lines[nl++], sizeof lines[0], "    %s collector: %d x %zu batches of %s: %s",
+                             x.name, x.replicas, cap, what, sz);
+                collector = false;
+            }
+            const char *c = p + 7, *end = p + len;
+            const char *colon = memchr(c, ':', len - 7), *ch = strstr(c, " channel");
+            if (colon && ch && ch < end) {
+                const char *d = ch;
+                while (d > colon && d[-1] >= '0' && d[-1] <= '9') d--;
+                int n = atoi(d);
+                size_t cc = cap;
+                const char *of = strstr(ch, " of ");
+                if (of && of < end) sscanf(of, " of %zu", &cc);
+                double m = b * (double)n * (double)cc;
+                total += m;
+                fmt_size(sz, sizeof sz, m);
+                if (n > 0 && nl < 64)
+                    snprintf(lines[nl++], sizeof lines[0], "    %s -> %.*s: %d x %zu batches of %s: %s",
+                             x.name, (int)(colon - c), c, n, cc, what, sz);
+                if (n > 0 && mem_has_splitter(text, c, (size_t)(colon - c))) {
+                    /* One more channel: upstream -> splitter -> the replicas. */
+                    total += b * (double)cc;
+                    fmt_size(sz, sizeof sz, b * (double)cc);
+                    if (nl < 64)
+                        snprintf(lines[nl++], sizeof lines[0],
+                                 "    %s -> %.*s's splitter: 1 x %zu batches of %s: %s", x.name,
+                                 (int)(colon - c), c, cc, what, sz);
+                }
+            }
+        } else if (len && p[0] != ' ') {
+            have = mem_header(p, len, &x);
+            collector = have && x.collector;
+        }
+        p += len + (e != NULL);
+    }
+    if (nl == 0) return;
+    char sz[32];
+    fmt_size(sz, sizeof sz, total);
+    fprintf(f, "channel memory, estimated with every channel full: ~%s\n", sz);
+    for (size_t i = 0; i < nl; i++) fprintf(f, "%s\n", lines[i]);
+    fprintf(f, "    (an estimate: a bytes batch holds up to 1 MiB, a rows batch up to 4096\n"
+               "    rows at ~24 B a field; batches inside stages and in pools come on top)\n");
+}
+
 static void explain_help(FILE *f)
 {
     fprintf(f,
@@ -302,7 +623,8 @@ static void explain_help(FILE *f)
             "\n"
             "Show the physical graph a run would build: each stage with its\n"
             "kinds, columns and replicas, how its output reaches each consumer\n"
-            "(direct, round-robin or hash split; broadcast), and the channels.\n"
+            "(direct, round-robin or hash split; broadcast), the channels, and\n"
+            "an estimate of the memory the channels hold when all are full.\n"
             "With --dot, the same graph in Graphviz's language: pipe it to\n"
             "'dot -Tsvg > graph.svg'.\n");
 }
@@ -330,6 +652,7 @@ int cmd_explain(int argc, char **argv)
             } else {
                 fn(g, &o, buf, n + 1);
                 fputs(buf, stdout);
+                if (!a.dot) explain_memory(stdout, buf);
                 free(buf);
             }
         }
