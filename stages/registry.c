@@ -33,7 +33,7 @@ static void build_all(void)
     all = malloc(NBUILTIN * sizeof *all);
     if (!all) return;
     for (size_t i = 0; i < NBUILTIN; i++)
-        if (builtins[i]) all[nall++] = builtins[i]; /* weak: may be missing */
+        all[nall++] = builtins[i];
 }
 
 /* Built once, whichever thread looks first. (Registering stays the

@@ -8,9 +8,7 @@
 
 #include "weir.h"
 
-/* Declared weak while stages are being added, so the tree links with a
- * stage not yet written; the registry skips a missing one. */
-#define WEIR__STAGE(name) extern const weir_stage_def name __attribute__((weak))
+#define WEIR__STAGE(name) extern const weir_stage_def name
 
 WEIR__STAGE(weir__stage_read);
 WEIR__STAGE(weir__stage_gen);
