@@ -97,11 +97,11 @@ echo "== $B/bench/chan_bench --items $ITEMS --reps $REPS$go_args"
 # shellcheck disable=SC2086 # go_args is a list of words on purpose
 "$B/bench/chan_bench" --items "$ITEMS" --reps "$REPS" $go_args
 
-# ---- more benchmarks --------------------------------------------------------
-# Later benchmarks are appended here, each built through make and printing
-# its own ratios against an in-run baseline, for example the graph launch
-# (OpenMP team vs one pthread per stage) from bench/launch_bench.c:
-#
-#   $MAKE --no-print-directory "$B/bench/launch_bench"
-#   echo; echo "== $B/bench/launch_bench"
-#   "$B/bench/launch_bench"
+# ---- launching a run's workers: OpenMP team vs one pthread per stage -------
+$MAKE --no-print-directory "$B/bench/launch_bench" >/dev/null
+echo
+echo "== $B/bench/launch_bench 1000"
+"$B/bench/launch_bench" 1000
+
+# Longer benchmarks have scripts of their own: bench/sort_rss.sh (sort with
+# spill), bench/peers.sh (weir vs DuckDB, Miller, …), bench/longrun.sh.
