@@ -33,9 +33,7 @@ LDLIBS_ALL := -lcsv -lzstd -lpthread -lm -ldl $(LDLIBS)
 LDFLAGS_ALL := -fopenmp $(SAN) $(LDFLAGS)
 
 LIB_SRC  := $(wildcard pipeline/*.c) $(wildcard stages/*.c)
-# Every object of the archive: the stage registry refers to stages weakly
-# while they are being written, and a weak reference pulls nothing in.
-LINK_LIB = -Wl,--whole-archive $(STATIC) -Wl,--no-whole-archive
+LINK_LIB = $(STATIC)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 STRESS_SRC := $(wildcard tests/stress/*.c)
@@ -86,7 +84,7 @@ $(B)/stress/%: tests/stress/%.c $(STATIC)
 
 # ---- dependencies -------------------------------------------------------
 # Installs the Debian packages weir needs when one is missing.
-DEB_PKGS := gcc make pkg-config libzstd-dev libcsv-dev libcriterion-dev zstd graphviz
+DEB_PKGS := gcc make pkg-config libzstd-dev libcsv-dev libcriterion-dev zstd graphviz python3
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
@@ -103,7 +101,7 @@ deps:
 # install test.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory unit stress cli check-install
+	@$(MAKE) --no-print-directory unit stress cli reliability check-install
 
 cli: $(WEIR)
 	@WEIR=$(CURDIR)/$(WEIR) bash tests/cli/cli_test.sh
@@ -126,7 +124,7 @@ asan:
 	@LSAN_OPTIONS="suppressions=$(CURDIR)/tests/lsan.supp print_suppressions=0" \
 	  $(MAKE) --no-print-directory B=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  unit stress
+	  unit stress cli
 # TSAN runs the stress programs (plain C): Criterion's runner cannot start
 # under TSAN (Snaipe/Criterion#274). libgomp is not built with TSAN, so the
 # workers run on pthreads (WEIR_LAUNCH=pthread) to keep the report about
@@ -197,6 +195,19 @@ uninstall:
 	      $(DESTDIR)$(BINDIR)/weir $(DESTDIR)$(PCDIR)/weir.pc \
 	      $(DESTDIR)$(PREFIX)/share/man/man1/weir.1 $(DESTDIR)$(PREFIX)/share/man/man5/weir-spec.5
 
+# ---- reliability ----------------------------------------------------------------
+# tests/reliability_test.sh (part of make test): how fast a cancel stops a
+# busy run, and a full and a read-only file system (as root: it mounts a
+# 1 MiB tmpfs). tests/valgrind_cli.sh: CLI commands under valgrind memcheck,
+# no error and no leak (about a minute).
+.PHONY: reliability valgrind
+reliability: $(WEIR)
+	@WEIR=$(CURDIR)/$(WEIR) bash tests/reliability_test.sh
+
+valgrind: $(WEIR)
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) valgrind"
+	@WEIR=$(CURDIR)/$(WEIR) bash tests/valgrind_cli.sh
+
 # ---- fuzzing ------------------------------------------------------------------
 # libFuzzer harnesses (tests/fuzz/, see its README): clang builds the library
 # sources with coverage, ASan and UBSan into build-fuzz/ (not libweir.a,
@@ -249,7 +260,7 @@ fuzz-clean:
 	rm -rf $(FUZZ_DIR)
 clean: fuzz-clean
 
--include $(FUZZ_OBJ:.o=.d)
+-include $(FUZZ_OBJ:.o=.d) $(FUZZ_ALL:%=$(FUZZ_DIR)/fuzz_%.d)
 
 # ---- housekeeping -------------------------------------------------------------
 SRC_ALL := $(wildcard pipeline/*.[ch] stages/*.[ch] cli/*.[ch] tests/*.c \

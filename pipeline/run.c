@@ -1527,7 +1527,9 @@ size_t weir_graph_dot(weir_graph *g, const weir_run_opts *opts, char *buf, size_
         sb_dot_str(&b, x->label);
         sb_printf(&b, " x%d\";\n    style=rounded;\n", x->replicas);
         sb_printf(&b, "    n%d_in [label=\"%s\", shape=invtriangle];\n", x->id,
-                  x->npart ? "hash" : "round-robin");
+                  x->def->splitter && x->ninputs == 1 ? x->def->splitter->name
+                  : x->npart                            ? "hash"
+                                                        : "round-robin");
         for (int r = 0; r < x->replicas; r++) {
             sb_printf(&b, "    n%d_r%d [label=\"", x->id, r);
             sb_dot_str(&b, x->label);

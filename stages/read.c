@@ -6,7 +6,9 @@
  * skippable frame's) is decompressed, whatever its name; several frames one
  * after another (`cat a.zst b.zst`) decode to the concatenation. A frame cut
  * short, or damaged, is an error naming the file and the compressed byte
- * offset — never a silently short result.
+ * offset — never a silently short result. With decompress=false the
+ * compressed bytes pass on as they are, for a parallel unzstd() (this
+ * stage's streaming decoder is one core's speed).
  *
  * Each batch says where it came from: origin is the file name ("-" for
  * stdin), offset the uncompressed offset of its first byte in that file.
@@ -34,6 +36,9 @@
 #define READ_PEEK_IN ((size_t)64 << 10)
 /* How long a wait on a pipe goes before looking at the context again. */
 #define READ_POLL_MS 100
+/* The longest zstd frame header (magic, descriptor, window, dictionary
+ * id, content size). */
+#define READ_ZHEAD_MAX 18
 
 /* One open input. */
 typedef struct read_file {
@@ -46,9 +51,17 @@ typedef struct read_file {
     size_t in_len, in_pos; /* bytes in `in`, and how far they are used */
     uint64_t in_base;      /* compressed offset of in[0] */
     size_t last_ret;       /* ZSTD_decompressStream's last hint; 0 = between frames */
+    /* The frame being decoded: its first bytes and its output so far, to
+     * hold it to the content size its header declares. libzstd's
+     * streaming decoder does not when a frame ends in an empty last block
+     * and arrives in pieces (found by tests/fuzz/fuzz_zstd.c). */
+    unsigned char fhead[READ_ZHEAD_MAX];
+    size_t fhead_len;
+    uint64_t fout;
     ZSTD_DCtx *dctx;       /* borrowed from the owner */
     weir_ctx *ctx;         /* the run's, to stop waiting on a pipe; NULL in peek */
     bool may_block;        /* a pipe, terminal or socket: reads can wait long */
+    bool keep_zstd;        /* decompress=false: zstd passes on as it is */
 } read_file;
 
 typedef struct read_state {
@@ -100,7 +113,14 @@ static ssize_t read_some(read_file *f, void *buf, size_t n)
             if (r < 0) return -1;
         }
         ssize_t k = read(f->fd, buf, n);
-        if (k >= 0 || errno != EINTR) return k;
+        if (k >= 0) return k;
+        if (errno == EINTR) continue;
+        /* A FIFO is opened without blocking (see read_file_open). */
+        if (errno == EAGAIN && f->may_block) {
+            if (!f->ctx) (void)poll(&(struct pollfd){.fd = f->fd, .events = POLLIN}, 1, -1);
+            continue;
+        }
+        return -1;
     }
 }
 
@@ -132,7 +152,10 @@ static int read_file_open(weir_stage *s, read_file *f)
     if (strcmp(f->name, "-") == 0) {
         f->fd = STDIN_FILENO;
     } else {
-        f->fd = open(f->name, O_RDONLY | O_CLOEXEC);
+        /* Opening a FIFO blocks until a writer comes, beyond any cancel;
+         * without blocking it opens at once, and the reads wait in poll()
+         * slices that watch the run's context. */
+        f->fd = open(f->name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (f->fd < 0)
             return read_fail(s, WEIR_EIO, "cannot open '%s': %s", f->name,
                              strerror(errno));
@@ -154,10 +177,12 @@ static int read_file_open(weir_stage *s, read_file *f)
         }
         f->in_len += (size_t)k;
     }
-    f->is_zstd = f->in_len >= 4 && read_zstd_magic(f->in);
+    f->is_zstd = !f->keep_zstd && f->in_len >= 4 && read_zstd_magic(f->in);
     if (f->is_zstd) {
         ZSTD_DCtx_reset(f->dctx, ZSTD_reset_session_only);
         f->last_ret = 1; /* a frame has begun */
+        f->fhead_len = 0;
+        f->fout = 0;
     }
     return 0;
 }
@@ -192,11 +217,27 @@ static int read_inflate(weir_stage *s, read_file *f, unsigned char *buf, size_t 
         size_t before = out.pos;
         ZSTD_inBuffer zin = {f->in, f->in_len, f->in_pos};
         size_t ret = ZSTD_decompressStream(f->dctx, &out, &zin);
-        f->in_pos = zin.pos;
         if (ZSTD_isError(ret))
             return read_fail(
                 s, WEIR_EDATA, "%s: corrupt zstd data at byte %" PRIu64 ": %s",
-                read_shown(f->name), f->in_base + f->in_pos, ZSTD_getErrorName(ret));
+                read_shown(f->name), f->in_base + zin.pos, ZSTD_getErrorName(ret));
+        size_t took = zin.pos - f->in_pos, keep = READ_ZHEAD_MAX - f->fhead_len;
+        if (took < keep) keep = took;
+        if (keep) memcpy(f->fhead + f->fhead_len, f->in + f->in_pos, keep);
+        f->fhead_len += keep;
+        f->fout += out.pos - before;
+        f->in_pos = zin.pos;
+        if (ret == 0) { /* a frame has ended */
+            unsigned long long want = ZSTD_getFrameContentSize(f->fhead, f->fhead_len);
+            if (want != ZSTD_CONTENTSIZE_UNKNOWN && want != ZSTD_CONTENTSIZE_ERROR &&
+                want != f->fout)
+                return read_fail(s, WEIR_EDATA,
+                                 "%s: corrupt zstd data at byte %" PRIu64
+                                 ": the frame holds %" PRIu64 " bytes, its header says %llu",
+                                 read_shown(f->name), f->in_base + f->in_pos, f->fout, want);
+            f->fhead_len = 0;
+            f->fout = 0;
+        }
         f->last_ret = ret;
         /* With no input left, a call that neither ends the frame nor
          * flushes anything means the frame wants bytes that never come. */
@@ -286,6 +327,7 @@ static int read_open(weir_stage *s)
     st->f.in_cap = READ_CHUNK;
     st->f.dctx = st->dctx;
     st->f.ctx = weir_stage_ctx(s);
+    st->f.keep_zstd = !weir_stage_arg_bool(s, "decompress");
     int rc = read_expand(s, weir_stage_arg_str(s, "path"), st);
     /* The on-disk size of all inputs, for progress (compressed bytes for
      * .zst: what is read is what is counted). */
@@ -387,7 +429,8 @@ static long read_peek(weir_stage *s, void *buf, size_t size)
         if (st.have_glob) globfree(&st.gl);
         return WEIR_ENOTFOUND;
     }
-    read_file f = {.name = st.files[0], .fd = -1, .in_cap = READ_PEEK_IN};
+    read_file f = {.name = st.files[0], .fd = -1, .in_cap = READ_PEEK_IN,
+                   .keep_zstd = !weir_stage_arg_bool(s, "decompress")};
     f.in = malloc(f.in_cap);
     f.dctx = ZSTD_createDCtx();
     size_t n = 0;
@@ -415,6 +458,10 @@ const weir_stage_def weir__stage_read = {
             {"path", WEIR_ARG_STRING, NULL,
              "a file, a glob such as \"logs/*.csv.zst\" (every match, in sorted "
              "order), or \"-\" for stdin"},
+            {"decompress", WEIR_ARG_BOOL, "true",
+             "decompress zstd input here, on this stage's thread; false: pass it on "
+             "compressed, for unzstd() after, which decodes the frames of "
+             "multi-frame input (what zstd() writes) on every core"},
             {NULL}},
     .in_kind = WEIR_KIND_NONE,
     .out_kind = WEIR_KIND_BYTES,
