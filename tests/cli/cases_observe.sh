@@ -150,7 +150,7 @@ want(s["sort"]["parallel"] or "not parallel-safe" in b["advice"], b["advice"])
 PY'
 # A sink that cannot write: stdout is a pipe nobody reads for a second.
 check bottleneck_slow_output '
-    $WEIR run --stats=json -e "gen(rows=300000) | to_csv() | write(\"-\")" 2>err | { sleep 1; cat >/dev/null; }
+    $WEIR run --stats=json -e "gen(rows=100000) | to_csv() | write(\"-\")" 2>err | { sleep 2; cat >/dev/null; }
     obs_py err <<"PY"
 import sys
 from obslib import *

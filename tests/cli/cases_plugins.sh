@@ -49,7 +49,7 @@ t plugin_stages_page_source 0 '$WEIR --plugin "$PLUG/collatz.so" stages numbers'
 # what a plugin stage became, not the whole text.
 check plugin_explain_replicas '
     $WEIR --plugin "$PLUG/shout.so" explain -e "read(\"$DATA/kv.csv\") | shout(workers=3) | write(\"o.csv\")" >out &&
-    grep -qx "shout (<expr>:1:44): bytes -> bytes, 3 replicas, ordered collector" out &&
+    grep -qx "shout (<expr>:1:26): bytes -> bytes, 3 replicas, ordered collector" out &&
     grep -qx "    -> shout: round-robin, 3 channels of 16 batches" out'
 check plugin_explain_columns '
     $WEIR --plugin "$PLUG/collatz.so" explain --threads 2 -e "numbers(count=5) | collatz(n, as=len, workers=2) | write(\"o.csv\")" >out &&
@@ -58,7 +58,7 @@ check plugin_explain_columns '
     grep -qx "    columns: n, len" out'
 check plugin_explain_unordered '
     $WEIR --plugin "$PLUG/shout.so" explain -e "read(\"$DATA/kv.csv\") | shout(workers=2, ordered=false) | write(\"o.csv\")" >out &&
-    grep -qx "shout (<expr>:1:44): bytes -> bytes, 2 replicas, unordered collector" out'
+    grep -qx "shout (<expr>:1:26): bytes -> bytes, 2 replicas, unordered collector" out'
 check plugin_explain_dot '
     $WEIR --plugin "$PLUG/shout.so" explain --dot -e "read(\"$DATA/kv.csv\") | shout(workers=2) | write(\"o.csv\")" | grep -q shout'
 check plugin_replicas_keep_order '

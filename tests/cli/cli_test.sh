@@ -23,6 +23,10 @@ failed=()
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+# Cases see the data folder as ../data, the same short path wherever the
+# tree is checked out, so positions in messages do not depend on it.
+ln -s "$here/data" "$scratch/data"
+DATA=../data
 
 # The case being run: name, and its private directory.
 case_name=""
