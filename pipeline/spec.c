@@ -685,8 +685,13 @@ static void format_rec(fbuf *b, const weir_expr *e, int depth)
     char num[64];
     switch (e->kind) {
     case WEIR_EXPR_NUM:
-        if (e->is_int) snprintf(num, sizeof num, "%" PRId64, e->ival);
-        else snprintf(num, sizeof num, "%.17g", e->num);
+        if (e->is_int) {
+            snprintf(num, sizeof num, "%" PRId64, e->ival);
+        } else {
+            /* A float reads back as a float: keep a point (-0.0, 1e300). */
+            snprintf(num, sizeof num, "%.17g", e->num);
+            if (!strpbrk(num, ".eEn")) strcat(num, ".0");
+        }
         fputs_(b, num);
         break;
     case WEIR_EXPR_BOOL: fputs_(b, e->ival ? "true" : "false"); break;

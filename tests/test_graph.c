@@ -1806,6 +1806,15 @@ static void *cancel_later(void *p)
 {
     canceller *c = p;
     sleep_us(c->ms * 1000u);
+    /* Cancel a run that is under way: wait (up to 10 s: sanitizers on a
+     * loaded machine start slowly) until the sink has seen rows. */
+    for (int i = 0; i < 1000; i++) {
+        pthread_mutex_lock(&mu);
+        uint64_t rows = G.rows[0];
+        pthread_mutex_unlock(&mu);
+        if (rows > 0) break;
+        sleep_us(10000);
+    }
     weir_ctx_cancel(c->ctx, WEIR_ECANCELED);
     return NULL;
 }
