@@ -10,10 +10,9 @@
  * again at run time for each new input schema. Rows are field slices of
  * the batch's arena, so an unshared batch is filtered by compacting its
  * slice table in place: no byte is copied. A shared batch (a broadcast)
- * is read-only: the kept rows are copied into a fresh batch — even when
- * every row is kept, because the runtime stamps what it emits (sequence
- * number, group flags) and a batch another consumer is reading must not
- * change under it.
+ * is read-only: the kept rows are copied into a fresh batch (passing it on
+ * untouched when every row is kept would also be sound: the runtime never
+ * writes to a shared batch).
  */
 #include "stages.h"
 
@@ -64,7 +63,7 @@ static int filter_plan(weir_stage *s, const weir_schema *in, weir_schema **out)
         weir_eval_destroy(ev);
         if (rc) return rc;
         /* Schemas are immutable: a new reference changes only the count. */
-        *out = weir_schema_retain((weir_schema *)(uintptr_t)in);
+        *out = weir_schema_retain(in);
         return 0;
     }
     /* Input columns unknown until the data comes: check at least functions
