@@ -101,23 +101,25 @@ ZBYTES=$(stat -c %s "$ZST")
 # ---- measuring ---------------------------------------------------------------
 # measure NAME RUNS COMMAND: median wall seconds and the largest peak RSS
 # (of the process or any child it waited for: GNU time's %M, KB).
-declare -A WALL RSS FAILED
+declare -A WALL RSS CPU FAILED
 measure() {
-    local name=$1 runs=$2 cmd=$3 walls=() rss=0 i
+    local name=$1 runs=$2 cmd=$3 walls=() cpus=() rss=0 i
     for ((i = 0; i < runs; i++)); do
-        if ! /usr/bin/time -f "%e %M" -o "$O/time" bash -c "$cmd" >"$O/$name.stdout" 2>"$O/$name.stderr"; then
+        if ! /usr/bin/time -f "%e %M %U %S" -o "$O/time" bash -c "$cmd" >"$O/$name.stdout" 2>"$O/$name.stderr"; then
             say "$name failed: $(tail -3 "$O/$name.stderr")"
             WALL[$name]=fail
             FAILED[$name]=$(head -1 "$O/$name.stderr" | tr '|' ' ' | cut -c1-90)
             return
         fi
-        read -r w m <"$O/time"
+        read -r w m u sy <"$O/time"
         walls+=("$w")
+        cpus+=("$(awk -v u="$u" -v s="$sy" 'BEGIN { print u + s }')")
         [ "$m" -gt "$rss" ] && rss=$m
     done
     WALL[$name]=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+    CPU[$name]=$(printf '%s\n' "${cpus[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
     RSS[$name]=$rss
-    say "$(printf '%-22s %8s s %8s MB' "$name" "${WALL[$name]}" "$((rss / 1024))")"
+    say "$(printf '%-22s %8s s %8s cpu s %8s MB' "$name" "${WALL[$name]}" "${CPU[$name]}" "$((rss / 1024))")"
 }
 
 F='fare > 50 && payment == "card"'
@@ -201,16 +203,18 @@ mbs() { awk -v b="$BYTES" -v w="$1" 'BEGIN { printf "%.0f", b / w / 1e6 }'; }
     echo "Machine: $(nproc) CPUs, $(awk '/model name/ { sub(/.*: /, ""); print; exit }' /proc/cpuinfo)."
     echo "Load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $LOAD_END."
     echo "MB/s = input (uncompressed) bytes / wall time; median of $RUNS runs for weir and"
-    echo "DuckDB ($THREADS threads), $SLOW_RUNS for the others; RSS = peak resident set (GNU time %M)."
+    echo "DuckDB ($THREADS threads), $SLOW_RUNS for the others; CPU s = user + system time (all"
+    echo "threads), MB/CPU-s = input MB per CPU second: how much work a tool spends, whatever"
+    echo "else the machine runs; RSS = peak resident set (GNU time %M)."
     echo
-    echo "| task | tool | wall s | MB/s | weir / tool | peak RSS MB | output |"
-    echo "| --- | --- | ---: | ---: | ---: | ---: | --- |"
+    echo "| task | tool | wall s | MB/s | weir / tool | CPU s | MB/CPU-s | peak RSS MB | output |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     for t in T1 T2 T3 T4; do
         for tool in weir duckdb mlr sqlite gawk datamash; do
             n=${tool}_$t
             [ -n "${WALL[$n]:-}" ] || continue
             if [ "${WALL[$n]}" = fail ]; then
-                echo "| $t | $tool | - | - | - | - | failed: ${FAILED[$n]} |"
+                echo "| $t | $tool | - | - | - | - | - | - | failed: ${FAILED[$n]} |"
                 continue
             fi
             verdict=ok
@@ -221,13 +225,13 @@ mbs() { awk -v b="$BYTES" -v w="$1" 'BEGIN { printf "%.0f", b / w / 1e6 }'; }
             if [ "$verdict" = ok ] && [ "$tool" != weir ]; then
                 ratio=$(awk -v a="${WALL[$n]}" -v b="${WALL[weir_$t]}" 'BEGIN { printf "%.1fx", a / b }')
             fi
-            echo "| $t | $tool | ${WALL[$n]} | $(mbs "${WALL[$n]}") | $ratio | $((RSS[$n] / 1024)) | $verdict |"
+            echo "| $t | $tool | ${WALL[$n]} | $(mbs "${WALL[$n]}") | $ratio | ${CPU[$n]} | $(mbs "${CPU[$n]}") | $((RSS[$n] / 1024)) | $verdict |"
         done
     done
     echo
-    echo "| weir, more | wall s | MB/s | peak RSS MB | note |"
-    echo "| --- | ---: | ---: | ---: | --- |"
-    row() { echo "| $1 | ${WALL[$2]} | $(mbs "${WALL[$2]}") | $((RSS[$2] / 1024)) | $3 |"; }
+    echo "| weir, more | wall s | MB/s | CPU s | peak RSS MB | note |"
+    echo "| --- | ---: | ---: | ---: | ---: | --- |"
+    row() { echo "| $1 | ${WALL[$2]} | $(mbs "${WALL[$2]}") | ${CPU[$2]} | $((RSS[$2] / 1024)) | $3 |"; }
     s21=$(awk -v a="${WALL[weir_T2_threads1]}" -v b="${WALL[weir_T2_threads2]}" 'BEGIN { printf "%.2fx", a / b }')
     row "T2 --threads 1" weir_T2_threads1 ""
     row "T2 --threads 2" weir_T2_threads2 "$s21 of --threads 1"
