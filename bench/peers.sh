@@ -26,7 +26,7 @@
 # SLOW_RUNS (1: the others), MAXLOAD (1.0: wait until the 1-minute load
 # average is below it, up to WAIT_MIN minutes, 30), THREADS (2: DuckDB's),
 # GAWK_ALL (0: gawk runs T1 and T2 only; its FPAT splitting takes minutes
-# per task on 1 GB).
+# per task on 1 GB), PEERS (1; 0: weir's rows only).
 # Output: the table on stdout and in bench/out/peers.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,6 +146,7 @@ measure weir_unzstd_w1 "$RUNS" "$(wr "read(\"$ZST\", decompress=false) | unzstd(
 measure weir_unzstd_w2 "$RUNS" "$(wr "read(\"$ZST\", decompress=false) | unzstd(workers=2) | discard()")"
 measure weir_csv_libcsv "$RUNS" "$(wr "read(\"$CSV\") | csv(engine=\"libcsv\") | count()") > /dev/null"
 
+if [ "${PEERS:-1}" = 1 ]; then
 # Miller
 measure mlr_T1 "$SLOW_RUNS" "mlr --icsv --onidx count '$CSV' > $O/mlr_T1.out"
 measure mlr_T2 "$SLOW_RUNS" "mlr --icsv --ocsv filter '\$fare > 50 && \$payment == \"card\"' then cut -o -f id,fare,tip '$CSV' > $O/mlr_T2.out"
@@ -194,6 +195,7 @@ if [ "$HAVE_DUCKDB" = 1 ]; then
     measure duckdb_T4 "$RUNS" "$DQ \"COPY ($(printf "$SEL" "$ZST")) TO '$O/duckdb_T4.csv.zst' (HEADER, COMPRESSION zstd)\""
     [ "${WALL[duckdb_T4]}" = fail ] || zstd -q -d -f "$O/duckdb_T4.csv.zst" -o "$O/duckdb_T4.out"
 fi
+fi # PEERS
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- the table ---------------------------------------------------------------
