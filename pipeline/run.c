@@ -1072,6 +1072,11 @@ static void teardown(run *r, weir_node **order, size_t n, ports *pt)
     for (size_t i = 0; i < r->ninsts; i++) {
         weir_stage *s = r->insts[i];
         weir_node *x = s->node;
+        if (s->is_splitter) { /* its own: it would count the input twice */
+            stats_of(s, &x->split_stats, false);
+            x->has_split = true;
+            continue;
+        }
         if (!x->rstats || x->nrstats != s->nreplicas) {
             free(x->rstats);
             x->rstats = calloc((size_t)s->nreplicas, sizeof *x->rstats);
@@ -1079,11 +1084,6 @@ static void teardown(run *r, weir_node **order, size_t n, ports *pt)
         }
         weir_node_stats one;
         stats_of(s, &one, false);
-        if (s->is_splitter) {
-            x->split_stats = one; /* its own: it would count the input twice */
-            x->has_split = true;
-            continue;
-        }
         if (s->replica < x->nrstats) x->rstats[s->replica] = one;
         stats_add(&x->stats, &one);
     }
