@@ -46,6 +46,10 @@
 /* The longest frame header (zstd format: magic, descriptor, window,
  * dictionary id, content size). */
 #define UNZSTD_HEADER_MAX 18
+/* The magic number of the oldest legacy format (v0.1); v0.2 to v0.7
+ * follow it, up to ZSTD_MAGICNUMBER. libzstd decodes those it was built
+ * to (Debian's: v0.5 on). */
+#define UNZSTD_LEGACY_FIRST UINT32_C(0xFD2FB51E)
 /* The largest frame content a replica decodes whole (its one batch). */
 #define UNZSTD_FRAME_MAX ((uint64_t)8 << 20)
 /* Compressed bytes held looking for a frame's end before the splitter
@@ -238,6 +242,22 @@ static int unz_cut(unz_split *st, bool at_end)
             if (!rc && st->streaming) break; /* wants more input */
             continue;
         }
+        /* The magic number first, whole: libzstd's streaming decoder
+         * recognises a legacy (v0.5-v0.7) frame only when its first call
+         * holds all four bytes, and bytes that are not zstd at all get
+         * the same message however they are batched. */
+        if (st->len < 4 && !at_end) break;
+        uint32_t m = st->len < 4 ? 0
+                                 : (uint32_t)st->buf[0] | (uint32_t)st->buf[1] << 8 |
+                                       (uint32_t)st->buf[2] << 16 | (uint32_t)st->buf[3] << 24;
+        if (st->len >= 4 && m != ZSTD_MAGICNUMBER &&
+            (m & ZSTD_MAGIC_SKIPPABLE_MASK) != ZSTD_MAGIC_SKIPPABLE_START &&
+            !(m >= UNZSTD_LEGACY_FIRST && m < ZSTD_MAGICNUMBER)) {
+            return unz_failf(st,
+                             "%s: corrupt zstd data at byte %" PRIu64
+                             ": no zstd frame starts here (magic number 0x%08" PRIx32 ")",
+                             unzstd_shown(st->origin), st->buf_off, m);
+        }
         size_t fsize = ZSTD_findFrameCompressedSize(st->buf, st->len);
         unsigned long long usize = ZSTD_CONTENTSIZE_UNKNOWN;
         bool whole = !ZSTD_isError(fsize);
@@ -263,9 +283,7 @@ static int unz_cut(unz_split *st, bool at_end)
             st->fout = 0;
             continue;
         }
-        uint32_t magic = (uint32_t)st->buf[0] | (uint32_t)st->buf[1] << 8 |
-                         (uint32_t)st->buf[2] << 16 | (uint32_t)st->buf[3] << 24;
-        if ((magic & ZSTD_MAGIC_SKIPPABLE_MASK) != ZSTD_MAGIC_SKIPPABLE_START) {
+        if ((m & ZSTD_MAGIC_SKIPPABLE_MASK) != ZSTD_MAGIC_SKIPPABLE_START) {
             weir_batch *b;
             if ((rc = weir_stage_batch(st->s, &b)) == 0 &&
                 (rc = weir_batch_append(b, st->buf, fsize)))

@@ -11,9 +11,9 @@
  *            and otherwise only when libzstd's streaming decoder refuses
  *            the input too (it is stricter in places); never a silently
  *            short result. Any other file passes through byte for byte;
- *   unzstd() the same, for every chunking (with FUZZ_STRICT_MESSAGES=1
- *            also the same error message up to the compressed byte
- *            offset it names: see cut_at_offset).
+ *   unzstd() the same, for every chunking, with the same error message
+ *            up to the compressed byte offset it names (see
+ *            cut_at_offset).
  *
  * Inputs that would decode to more than REF_CAP bytes are skipped (the
  * fuzzer's memory limit is not what is being tested). The file is a
@@ -33,10 +33,6 @@ static const size_t chunks[NCHUNK] = {1, 7, (size_t)1 << 30};
 static weir_graph *g_read, *g_unzstd[NCHUNK];
 static int mem_fd = -1;
 static unsigned char *ref_buf, *stream_buf;
-/* FUZZ_STRICT_MESSAGES=1: unzstd()'s message (up to the offset) must not
- * depend on the batching either. Off by default while
- * pending/zstd/unzstd_not_zstd_called_truncated.bin is open. */
-static bool strict_messages;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -45,8 +41,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    const char *sm = getenv("FUZZ_STRICT_MESSAGES");
-    strict_messages = sm && strcmp(sm, "1") == 0;
     mem_fd = memfd_create("fuzz_zstd", 0);
     ref_buf = malloc(REF_CAP);
     stream_buf = malloc(REF_CAP);
@@ -153,8 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int k = 1; k < NCHUNK; k++) {
         FZ_CHECK(u[k].rc == u[0].rc, "unzstd(): chunk=1 and chunk=%zu differ: '%s' / '%s'",
                  chunks[k], u[0].err, u[k].err);
-        if (strict_messages)
-            FZ_CHECK(strcmp(u[k].err, u[0].err) == 0,
+        FZ_CHECK(strcmp(u[k].err, u[0].err) == 0,
                      "unzstd(): chunk=1 and chunk=%zu say different things: '%s' / '%s'",
                      chunks[k], u[0].err, u[k].err);
     }
