@@ -235,15 +235,38 @@ int weir_batch_copy_row(weir_batch *dst, const weir_batch *src, uint32_t row)
 {
     if (dst->ncols != src->ncols || dst->row_open || row >= src->nrows)
         return WEIR_EINVAL;
-    const weir_field *f = &src->fields[(size_t)row * src->ncols];
-    for (uint32_t c = 0; c < src->ncols; c++) {
-        int rc = weir_batch_add_field(dst, src->data + f[c].off, f[c].len);
-        if (rc) {
-            dst->row_open = 0; /* drop the partial row */
-            return rc;
+    uint32_t nc = src->ncols;
+    const weir_field *f = &src->fields[(size_t)row * nc];
+    /* One reservation for the row's bytes and slices; one copy when the
+     * fields lie back to back (as parsers write them), else one each. */
+    size_t total = 0;
+    bool packed = true;
+    for (uint32_t c = 0; c < nc; c++) {
+        total += f[c].len;
+        if (c && f[c].off != f[c - 1].off + f[c - 1].len) packed = false;
+    }
+    if (dst->len + total > UINT32_MAX) return WEIR_ENOMEM; /* offsets are 32-bit */
+    size_t slot = (size_t)dst->nrows * nc;
+    WEIR__TRY(grow((void **)&dst->fields, &dst->fields_cap, slot + nc, sizeof *dst->fields));
+    WEIR__TRY(weir_batch_reserve(dst, total));
+    weir_field *d = &dst->fields[slot];
+    uint32_t at = (uint32_t)dst->len;
+    if (packed && nc) {
+        if (total) memcpy(dst->data + at, src->data + f[0].off, total);
+        for (uint32_t c = 0; c < nc; c++) {
+            d[c] = (weir_field){at, f[c].len};
+            at += f[c].len;
+        }
+    } else {
+        for (uint32_t c = 0; c < nc; c++) {
+            if (f[c].len) memcpy(dst->data + at, src->data + f[c].off, f[c].len);
+            d[c] = (weir_field){at, f[c].len};
+            at += f[c].len;
         }
     }
-    return weir_batch_end_row(dst);
+    dst->len = at;
+    dst->nrows++;
+    return 0;
 }
 
 /* ---- pools ---------------------------------------------------------------------------- */
