@@ -463,158 +463,6 @@ int cmd_check(int argc, char **argv)
 
 /* ---- explain --------------------------------------------------------------------------- */
 
-/* What one batch may hold, for the channel memory estimate: bytes batches
- * are cut at 1 MiB by the stages that make them (read, to_csv, unzstd);
- * rows batches hold up to 4096 rows (gen, csv), each field an 8-byte slice
- * plus its text, taken as 16 bytes on average. */
-#define EST_BYTES_BATCH ((double)(1 << 20))
-#define EST_ROWS 4096.0
-#define EST_FIELD 24.0
-#define EST_COLS_UNKNOWN 16
-
-static void fmt_size(char *buf, size_t size, double b)
-{
-    if (b < 1024) snprintf(buf, size, "%.0f B", b);
-    else if (b < 1024 * 1024) snprintf(buf, size, "%.0f KiB", b / 1024);
-    else if (b < 1024.0 * 1024 * 1024) snprintf(buf, size, "%.1f MiB", b / 1024 / 1024);
-    else snprintf(buf, size, "%.2f GiB", b / 1024 / 1024 / 1024);
-}
-
-typedef struct mem_node {
-    char name[256];
-    char kind[16];
-    int replicas, ncols;
-    bool collector;
-} mem_node;
-
-static double mem_batch(const mem_node *x, char *what, size_t size)
-{
-    if (strcmp(x->kind, "rows") == 0) {
-        int c = x->ncols > 0 ? x->ncols : EST_COLS_UNKNOWN;
-        double b = EST_ROWS * c * EST_FIELD;
-        char s[32];
-        fmt_size(s, sizeof s, b);
-        snprintf(what, size, "rows, ~4096 x %d columns%s, ~%s each", c,
-                 x->ncols > 0 ? "" : " (unknown: guessed)", s);
-        return b;
-    }
-    snprintf(what, size, "%s, up to 1 MiB each", x->kind);
-    return EST_BYTES_BATCH;
-}
-
-/* Parse a header line of weir_graph_describe:
- * "LABEL (POS): IN -> OUT[, N replicas, KIND collector]". */
-static bool mem_header(const char *ln, size_t len, mem_node *x)
-{
-    const char *arrow = NULL, *colon = NULL;
-    for (size_t i = 0; i + 4 <= len && !arrow; i++) {
-        if (memcmp(ln + i, " -> ", 4) == 0) arrow = ln + i;
-        else if (ln[i] == ':' && ln[i + 1] == ' ') colon = ln + i;
-    }
-    if (!arrow || !colon) return false;
-    memset(x, 0, sizeof *x);
-    snprintf(x->name, sizeof x->name, "%.*s", (int)(colon - ln), ln);
-    x->replicas = 1;
-    x->ncols = -1;
-    const char *tail = arrow + 4, *end = ln + len;
-    size_t k = 0;
-    while (tail + k < end && tail[k] != ',' && k + 1 < sizeof x->kind) {
-        x->kind[k] = tail[k];
-        k++;
-    }
-    x->kind[k] = '\0';
-    if (tail + k < end && sscanf(tail + k, ", %d replicas", &x->replicas) != 1) x->replicas = 1;
-    const char *col = strstr(tail, " collector");
-    x->collector = x->replicas > 1 && col && col < end;
-    return true;
-}
-
-/* Does the node labelled label[0..len) have its input cut by a splitter? */
-static bool mem_has_splitter(const char *text, const char *label, size_t len)
-{
-    for (const char *p = text; *p;) {
-        const char *e = strchr(p, '\n');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n > len && strncmp(p, label, len) == 0 && (p[len] == ' ' || p[len] == ':')) {
-            const char *cut = strstr(p, ", input cut by ");
-            if (cut && cut < p + n) return true;
-        }
-        p += n + (e != NULL);
-    }
-    return false;
-}
-
-/* After weir_graph_describe's text: what the channels can hold when every
- * one is full. The replicas and channel counts are read back from the
- * description (the public API gives them only once a run has started). */
-static void explain_memory(FILE *f, const char *text)
-{
-    size_t cap = 16;
-    const char *last = strstr(text, " edge channels of ");
-    if (last) sscanf(last, " edge channels of %zu", &cap);
-    double total = 0;
-    size_t nl = 0;
-    char lines[64][512];
-    mem_node x;
-    bool have = false, collector = false;
-    for (const char *p = text; *p;) {
-        const char *e = strchr(p, '\n');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        char what[128], sz[32];
-        if (len > 13 && strncmp(p, "    columns: ", 13) == 0) {
-            x.ncols = 1;
-            for (size_t i = 13; i + 1 < len; i++) x.ncols += p[i] == ',' && p[i + 1] == ' ';
-        } else if (len > 7 && strncmp(p, "    -> ", 7) == 0 && have) {
-            double b = mem_batch(&x, what, sizeof what);
-            if (collector) { /* priced here, once the columns are known */
-                double m = b * (double)x.replicas * (double)cap;
-                total += m;
-                fmt_size(sz, sizeof sz, m);
-                if (nl < 64)
-                    snprintf(lines[nl++], sizeof lines[0], "    %s collector: %d x %zu batches of %s: %s",
-                             x.name, x.replicas, cap, what, sz);
-                collector = false;
-            }
-            const char *c = p + 7, *end = p + len;
-            const char *colon = memchr(c, ':', len - 7), *ch = strstr(c, " channel");
-            if (colon && ch && ch < end) {
-                const char *d = ch;
-                while (d > colon && d[-1] >= '0' && d[-1] <= '9') d--;
-                int n = atoi(d);
-                size_t cc = cap;
-                const char *of = strstr(ch, " of ");
-                if (of && of < end) sscanf(of, " of %zu", &cc);
-                double m = b * (double)n * (double)cc;
-                total += m;
-                fmt_size(sz, sizeof sz, m);
-                if (n > 0 && nl < 64)
-                    snprintf(lines[nl++], sizeof lines[0], "    %s -> %.*s: %d x %zu batches of %s: %s",
-                             x.name, (int)(colon - c), c, n, cc, what, sz);
-                if (n > 0 && mem_has_splitter(text, c, (size_t)(colon - c))) {
-                    /* One more channel: upstream -> splitter -> the replicas. */
-                    total += b * (double)cc;
-                    fmt_size(sz, sizeof sz, b * (double)cc);
-                    if (nl < 64)
-                        snprintf(lines[nl++], sizeof lines[0],
-                                 "    %s -> %.*s's splitter: 1 x %zu batches of %s: %s", x.name,
-                                 (int)(colon - c), c, cc, what, sz);
-                }
-            }
-        } else if (len && p[0] != ' ') {
-            have = mem_header(p, len, &x);
-            collector = have && x.collector;
-        }
-        p += len + (e != NULL);
-    }
-    if (nl == 0) return;
-    char sz[32];
-    fmt_size(sz, sizeof sz, total);
-    fprintf(f, "channel memory, estimated with every channel full: ~%s\n", sz);
-    for (size_t i = 0; i < nl; i++) fprintf(f, "%s\n", lines[i]);
-    fprintf(f, "    (an estimate: a bytes batch holds up to 1 MiB, a rows batch up to 4096\n"
-               "    rows at ~24 B a field; batches inside stages and in pools come on top)\n");
-}
-
 static void explain_help(FILE *f)
 {
     fprintf(f,
@@ -623,7 +471,8 @@ static void explain_help(FILE *f)
             "\n"
             "Show the physical graph a run would build: each stage with its\n"
             "kinds, columns and replicas, how its output reaches each consumer\n"
-            "(direct, round-robin or hash split; broadcast), the channels, and\n"
+            "(direct, round-robin, hash split or chained replica to replica;\n"
+            "broadcast), the channels, and\n"
             "an estimate of the memory the channels hold when all are full.\n"
             "With --dot, the same graph in Graphviz's language: pipe it to\n"
             "'dot -Tsvg > graph.svg'.\n");
@@ -652,7 +501,6 @@ int cmd_explain(int argc, char **argv)
             } else {
                 fn(g, &o, buf, n + 1);
                 fputs(buf, stdout);
-                if (!a.dot) explain_memory(stdout, buf);
                 free(buf);
             }
         }

@@ -115,6 +115,14 @@ void weir__graph_errorf(weir_graph *g, const char *fmt, ...)
  * @return 0, WEIR_ESPEC (message in g->errmsg) or WEIR_ENOMEM. */
 int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***order);
 
+/* Batches per channel when weir_run_opts.chan_capacity is 0. */
+#define WEIR__CHAN_CAPACITY 16
+
+/* Does x feed its one consumer replica by replica (x's k-th replica
+ * straight into the consumer's k-th, no collector or distributor between)?
+ * See run.c. */
+bool weir__node_chained(const weir_node *x);
+
 /* A physical stage instance (one replica). Plan-time handles have r NULL. */
 struct weir_stage {
     struct run *r;
@@ -131,6 +139,9 @@ struct weir_stage {
     bool downstream_gone;
     bool opened;          /* open() was called: close() is due */
     bool is_splitter;     /* runs node->def->splitter in front of replicas */
+    bool chained_in;      /* fed by the same replica of its upstream: its
+                             input carries that replica's groups */
+    bool after_final;     /* chained_in: the upstream's groups are over */
     weir_batch *pending;  /* ordered replica: held until the group ends */
     weir__counters st;
     uint64_t wait_out_mirror; /* st.wait_out_ns, read by this thread only */

@@ -12,6 +12,14 @@
  *     a replicated consumer, distributes: round-robin, or split by key hash.
  *   - pchan: a channel plus the count of producers still attached; the
  *     last producer to finish closes it.
+ *   - chaining: when a replicated node's only consumer has as many
+ *     replicas and takes its input in order (filter, select, compute after
+ *     csv), replica k feeds replica k directly and the upstream has no
+ *     collector: the downstream replica carries the upstream's groups on
+ *     (END_OF_GROUP where the upstream's group ended, FINAL where its
+ *     groups were over), so the last node's collector restores the input
+ *     order for the whole chain. A chain needs no thread, no copy and no
+ *     serial step per node (weir__node_chained).
  *
  * Termination: end of input closes channels downstream; a consumer that
  * stops early closes its inputs, so upstream sends fail with CLOSED and the
@@ -249,11 +257,25 @@ static void pchan_abandon(pchan *p)
 
 /* ---- emitting -------------------------------------------------------------------------- */
 
+/* A key field's hash: eight bytes at a time (a byte loop's multiply
+ * chain was most of the split's time), the length mixed in last so that
+ * fields cannot run into one another ("ab","c" vs "a","bc"). */
 static uint64_t hash_bytes(const unsigned char *p, size_t n, uint64_t h)
 {
-    /* FNV-1a, then a final mix so low bits spread across replicas. */
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
+    const uint64_t k = 0x9e3779b97f4a7c15ull;
+    size_t len = n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 29;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++) w |= (uint64_t)p[i] << (8 * i);
+    h = (h ^ w ^ ((uint64_t)len << 56)) * k;
+    return h ^ (h >> 32);
 }
 
 static uint64_t mix64(uint64_t h)
@@ -323,9 +345,9 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
                 size_t len;
                 const unsigned char *f = weir_batch_field(b, row, (uint32_t)t->key_idx[k], &len);
                 h = hash_bytes(f, len, h);
-                h = hash_bytes((const unsigned char *)"\x1f", 1, h); /* separator */
             }
-            int dst = (int)(mix64(h) % (uint64_t)np);
+            /* Range reduction by a multiply, not a division. */
+            int dst = (int)(((unsigned __int128)mix64(h) * (uint64_t)np) >> 64);
             if (!part[dst]) {
                 rc = weir_pool_get(e->pool, &part[dst]);
                 if (rc == 0) rc = weir_batch_set_schema(part[dst], b->schema);
@@ -469,7 +491,7 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
     if (s->def->in_kind == WEIR_KIND_NONE && !weir_batch_shared(b))
         b->seq = nout; /* a source numbers its batches */
     count_out(s, b);
-    if (s->ordered_replica && !s->in_finish) {
+    if (s->ordered_replica && !s->in_finish && !s->after_final) {
         /* Hold the newest batch back: only when process() returns do we know
          * which one ends the group. */
         weir_batch *prev = s->pending;
@@ -537,8 +559,43 @@ static void note_result(weir_stage *s, int rc, const char *what)
     run_fail(s->r, rc, "%s: %s failed: %s", where, what, weir_strerror(rc));
 }
 
+/* A chained replica's input: its upstream replica's groups, END_OF_GROUP
+ * on a group's last batch (or an empty marker), then a FINAL marker and
+ * the upstream's finish() output. Each upstream group becomes one group
+ * here, so the order the collector restores is the input's. */
+static int process_chained(weir_stage *s, weir_batch *b)
+{
+    uint32_t fl = b->flags & (WEIR_BATCH_END_OF_GROUP | WEIR__BATCH_FINAL);
+    if (fl & WEIR__BATCH_FINAL) {
+        weir_batch_release(b);
+        if (s->after_final) return 0;
+        s->after_final = true; /* what follows is not in groups */
+        return send_marker(s, WEIR__BATCH_FINAL);
+    }
+    if (fl) b->flags &= ~fl; /* a flag rides only on a batch nobody shares */
+    int rc = 0;
+    if (batch_empty(b) && !(b->kind == WEIR_KIND_ROWS && b->schema)) {
+        weir_batch_release(b); /* a marker */
+    } else {
+        WEIR__CNT_ADD(s->st.batches_in, 1);
+        WEIR__CNT_ADD(s->st.rows_in, b->nrows);
+        WEIR__CNT_ADD(s->st.bytes_in, b->len);
+        rc = TIMED_CALL(s, s->def->process(s, b));
+    }
+    if (s->after_final) return rc;
+    if ((rc == 0 && fl) || rc == WEIR_DONE) {
+        int erc = end_group(s);
+        if (rc == 0) rc = erc;
+    } else if (rc) {
+        weir_batch_release(s->pending);
+        s->pending = NULL;
+    }
+    return rc;
+}
+
 static int process_one(weir_stage *s, weir_batch *b)
 {
+    if (s->chained_in) return process_chained(s, b);
     WEIR__CNT_ADD(s->st.batches_in, 1);
     WEIR__CNT_ADD(s->st.rows_in, b->nrows);
     WEIR__CNT_ADD(s->st.bytes_in, b->len);
@@ -599,7 +656,12 @@ static void instance_main(weir_stage *s)
          * may end early: that is not the end of the data, and finish()
          * must not act on it. */
         if (weir_ctx_done(s->r->ctx) && rc >= 0) rc = weir_ctx_err(s->r->ctx);
-        if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && s->ordered_replica)
+        if (s->pending) { /* a chained input ended inside a group: a failure */
+            weir_batch_release(s->pending);
+            s->pending = NULL;
+        }
+        if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && s->ordered_replica &&
+            !s->after_final)
             send_marker(s, WEIR__BATCH_FINAL); /* what follows is finish()'s */
         if ((rc == 0 || rc == WEIR_DONE) && !s->downstream_gone && d->finish) {
             s->in_finish = true;
@@ -837,6 +899,28 @@ static int emitter_add(emitter *e, pchan **ch, int n, bool hash, weir_node *node
     return 0;
 }
 
+/* The collector x's replicas would have is an ordered one. */
+static bool ordered_collector(const weir_node *x)
+{
+    return !(x->def->flags & (WEIR_STAGE_SORTED_OUT | WEIR_STAGE_MULTI_IN)) && x->ordered &&
+           !x->npart;
+}
+
+bool weir__node_chained(const weir_node *x)
+{
+    if (x->replicas < 2 || x->out_kind == WEIR_KIND_NONE || x->noutputs != 1) return false;
+    const weir_node *y = x->outputs[0];
+    if (y->replicas != x->replicas || y->ninputs != 1 || y->out_kind == WEIR_KIND_NONE ||
+        y->def->splitter || !ordered_collector(x) || !ordered_collector(y))
+        return false;
+    /* Both with finish() output would interleave it differently: x's
+     * finish output comes replica by replica, each then through y. */
+    if (x->def->finish && y->def->finish) return false;
+    /* For comparison (bench/): every replicated node through a collector. */
+    const char *no = getenv("WEIR_NO_CHAIN");
+    return !(no && *no && strcmp(no, "0") != 0);
+}
+
 /* Per node: the channels of each input port (1 per port, or 1 per replica
  * for a replicated node's single port). */
 typedef struct ports {
@@ -846,7 +930,7 @@ typedef struct ports {
 
 static int build(run *r, weir_node **order, size_t n, ports *pt)
 {
-    size_t cap = r->o->chan_capacity ? r->o->chan_capacity : 16;
+    size_t cap = r->o->chan_capacity ? r->o->chan_capacity : WEIR__CHAN_CAPACITY;
     /* Pools, instances, input channels. */
     for (size_t i = 0; i < n; i++) {
         weir_node *x = order[i];
@@ -893,6 +977,7 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
             s->pool = r->pools[x->id];
             s->replica = q;
             s->nreplicas = R;
+            s->chained_in = x->ninputs == 1 && weir__node_chained(x->inputs[0]);
             size_t nin = merge ? (x->ninputs ? 1 : 0) : x->ninputs;
             s->in = calloc(nin ? nin : 1, sizeof *s->in);
             if (!s->in) return WEIR_ENOMEM;
@@ -941,6 +1026,17 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
         weir_stage **mine = &r->insts[inst_at];
         inst_at += (size_t)R + (x->def->splitter && x->ninputs == 1 ? 1 : 0);
         weir_pool *pool = r->pools[x->id];
+        if (weir__node_chained(x)) { /* replica q → the consumer's replica q */
+            pchan **yin = pt[x->outputs[0]->id].port[0];
+            for (int q = 0; q < R; q++) {
+                emitter *re;
+                WEIR__TRY(new_emitter(r, &re, pool));
+                WEIR__TRY(emitter_add(re, &yin[q], 1, false, x->outputs[0]));
+                mine[q]->out = re;
+                mine[q]->ordered_replica = true;
+            }
+            continue;
+        }
         emitter *out;
         WEIR__TRY(new_emitter(r, &out, pool));
         /* Each outgoing edge → the consumer's port fed by this edge. Ports
@@ -1442,6 +1538,53 @@ static const char *dist_name(const weir_node *y)
     return y->replicas > 1 ? (y->npart ? "hash split" : "round-robin") : "direct";
 }
 
+/* What one batch of x's output may hold, for the channel memory estimate:
+ * bytes batches are cut at 1 MiB by the stages that make them (read,
+ * to_csv, unzstd); rows batches hold up to 4096 rows (gen, csv), each
+ * field an 8-byte slice plus its text, ~24 bytes in all. */
+#define EST_BYTES_BATCH ((double)(1 << 20))
+#define EST_ROWS 4096
+#define EST_FIELD 24.0
+#define EST_COLS_UNKNOWN 16
+
+static void sb_size(sbuf *b, double n)
+{
+    if (n < 1024) sb_printf(b, "%.0f B", n);
+    else if (n < 1024 * 1024) sb_printf(b, "%.0f KiB", n / 1024);
+    else if (n < 1024.0 * 1024 * 1024) sb_printf(b, "%.1f MiB", n / 1024 / 1024);
+    else sb_printf(b, "%.2f GiB", n / 1024 / 1024 / 1024);
+}
+
+static double est_batch(const weir_node *x, sbuf *what)
+{
+    if (x->out_kind != WEIR_KIND_ROWS) {
+        sb_printf(what, "%s, up to 1 MiB each", weir_kind_name(x->out_kind));
+        return EST_BYTES_BATCH;
+    }
+    size_t c = x->schema ? weir_schema_ncols(x->schema) : EST_COLS_UNKNOWN;
+    double n = EST_ROWS * (double)c * EST_FIELD;
+    sb_printf(what, "rows, ~%d x %zu columns%s, ~", EST_ROWS, c,
+              x->schema ? "" : " (unknown: guessed)");
+    sb_size(what, n);
+    sb_printf(what, " each");
+    return n;
+}
+
+/* One line of the estimate: n channels of cap batches of x's output. */
+static double est_line(sbuf *m, const weir_node *x, const char *where, size_t n, size_t cap)
+{
+    char wbuf[160];
+    sbuf what = {wbuf, sizeof wbuf, 0};
+    double per = est_batch(x, &what);
+    double total = per * (double)n * (double)cap;
+    sb_printf(m, "    %s", x->label);
+    if (x->pos.file) sb_printf(m, " (%s:%u:%u)", x->pos.file, x->pos.line, x->pos.col);
+    sb_printf(m, "%s: %zu x %zu batches of %s: ", where, n, cap, wbuf);
+    sb_size(m, total);
+    sb_printf(m, "\n");
+    return total;
+}
+
 size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
                            size_t size)
 {
@@ -1454,19 +1597,50 @@ size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
         sb_printf(&b, "invalid graph: %s\n", g->errmsg);
         return b.len;
     }
-    size_t cap = o->chan_capacity ? o->chan_capacity : 16;
+    size_t cap = o->chan_capacity ? o->chan_capacity : WEIR__CHAN_CAPACITY;
     size_t threads = 0, chans = 0;
+    double mem = 0;
+    /* The estimate's lines, printed after the graph (sized first). */
+    sbuf m = {NULL, 0, 0};
+    char *mbuf = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && !(mbuf = malloc(m.len + 1))) break;
+        m = (sbuf){mbuf, pass ? m.len + 1 : 0, 0};
+        mem = 0;
+        for (size_t i = 0; i < g->nnodes; i++) {
+            weir_node *x = order[i];
+            bool chained = weir__node_chained(x);
+            /* R channels of cap, or (unordered) one shared of R x cap. */
+            if (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE && !chained)
+                mem += est_line(&m, x, " collector", (size_t)x->replicas, cap);
+            for (size_t k = 0; k < x->noutputs; k++) {
+                weir_node *y = x->outputs[k];
+                char where[300];
+                bool split = y->def->splitter && y->ninputs == 1 && !chained;
+                snprintf(where, sizeof where, " -> %s%s", y->label, split ? "'s splitter" : "");
+                mem += est_line(&m, x, where, split || y->replicas == 1 ? 1 : (size_t)y->replicas,
+                                cap);
+                if (split && y->replicas > 1) {
+                    snprintf(where, sizeof where, " -> %s's replicas", y->label);
+                    mem += est_line(&m, x, where, (size_t)y->replicas, cap);
+                }
+            }
+        }
+    }
     for (size_t i = 0; i < g->nnodes; i++) {
         weir_node *x = order[i];
         bool split = x->def->splitter && x->ninputs == 1;
-        threads += (size_t)x->replicas + (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE) +
-                   split;
+        bool chained = weir__node_chained(x);
+        threads += (size_t)x->replicas +
+                   (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE && !chained) + split;
         sb_printf(&b, "%s", x->label);
         if (x->pos.file) sb_printf(&b, " (%s:%u:%u)", x->pos.file, x->pos.line, x->pos.col);
         sb_printf(&b, ": %s -> %s", weir_kind_name(x->in_kind), weir_kind_name(x->out_kind));
-        if (x->replicas > 1) {
+        if (x->replicas > 1 && chained)
+            sb_printf(&b, ", %d replicas, each feeding the same replica of %s", x->replicas,
+                      x->outputs[0]->label);
+        else if (x->replicas > 1)
             sb_printf(&b, ", %d replicas, %s collector", x->replicas, collector_kind(x));
-        }
         if (split) sb_printf(&b, ", input cut by %s", x->def->splitter->name);
         sb_printf(&b, "\n");
         if (x->schema) {
@@ -1476,14 +1650,39 @@ size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
         }
         for (size_t k = 0; k < x->noutputs; k++) {
             weir_node *y = x->outputs[k];
-            chans += (size_t)y->replicas;
-            sb_printf(&b, "    -> %s: %s, %d channel%s of %zu batches%s\n", y->label,
-                      dist_name(y), y->replicas, y->replicas > 1 ? "s" : "", cap,
-                      x->noutputs > 1 ? " (broadcast)" : "");
+            const char *bc = x->noutputs > 1 ? " (broadcast)" : "";
+            int yr = y->replicas;
+            if (chained) {
+                chans += (size_t)yr;
+                sb_printf(&b, "    -> %s: chained (replica k to replica k), %d channels of %zu batches\n",
+                          y->label, yr, cap);
+            } else if (y->def->splitter && y->ninputs == 1) {
+                chans += 1 + (yr > 1 ? (size_t)yr : 0);
+                sb_printf(&b, "    -> %s: its splitter %s, 1 channel of %zu batches%s", y->label,
+                          y->def->splitter->name, cap, bc);
+                if (yr > 1)
+                    sb_printf(&b, "; then round-robin to the replicas, %d channels of %zu batches",
+                              yr, cap);
+                sb_printf(&b, "\n");
+            } else {
+                chans += (size_t)yr;
+                sb_printf(&b, "    -> %s: %s, %d channel%s of %zu batches%s\n", y->label,
+                          dist_name(y), yr, yr > 1 ? "s" : "", cap, bc);
+            }
         }
+        if (x->replicas > 1 && x->out_kind != WEIR_KIND_NONE && !chained)
+            chans += (size_t)x->replicas;
     }
-    sb_printf(&b, "%zu worker threads, %zu edge channels of %zu batches\n", threads, chans,
-              cap);
+    sb_printf(&b, "%zu worker threads, %zu channels of %zu batches\n", threads, chans, cap);
+    if (mbuf && m.len) {
+        sb_printf(&b, "channel memory, estimated with every channel full: ~");
+        sb_size(&b, mem);
+        sb_printf(&b, "\n%s", mbuf);
+        sb_printf(&b, "    (an estimate: a bytes batch holds up to 1 MiB, a rows batch up to %d\n"
+                      "    rows at ~24 B a field; batches inside stages and in pools come on top)\n",
+                  EST_ROWS);
+    }
+    free(mbuf);
     free(order);
     return b.len;
 }
@@ -1526,16 +1725,19 @@ size_t weir_graph_dot(weir_graph *g, const weir_run_opts *opts, char *buf, size_
         sb_printf(&b, "  subgraph cluster_%d {\n    label=\"", x->id);
         sb_dot_str(&b, x->label);
         sb_printf(&b, " x%d\";\n    style=rounded;\n", x->replicas);
-        sb_printf(&b, "    n%d_in [label=\"%s\", shape=invtriangle];\n", x->id,
-                  x->def->splitter && x->ninputs == 1 ? x->def->splitter->name
-                  : x->npart                            ? "hash"
-                                                        : "round-robin");
+        bool chained_in = x->ninputs == 1 && weir__node_chained(x->inputs[0]);
+        if (!chained_in)
+            sb_printf(&b, "    n%d_in [label=\"%s\", shape=invtriangle];\n", x->id,
+                      x->def->splitter && x->ninputs == 1 ? x->def->splitter->name
+                      : x->npart                            ? "hash"
+                                                            : "round-robin");
         for (int r = 0; r < x->replicas; r++) {
             sb_printf(&b, "    n%d_r%d [label=\"", x->id, r);
             sb_dot_str(&b, x->label);
-            sb_printf(&b, " #%d\"];\n    n%d_in -> n%d_r%d;\n", r, x->id, x->id, r);
+            sb_printf(&b, " #%d\"];\n", r);
+            if (!chained_in) sb_printf(&b, "    n%d_in -> n%d_r%d;\n", x->id, x->id, r);
         }
-        if (x->out_kind != WEIR_KIND_NONE) {
+        if (x->out_kind != WEIR_KIND_NONE && !weir__node_chained(x)) {
             sb_printf(&b, "    n%d [label=\"%s collector\", shape=triangle];\n", x->id,
                       collector_kind(x));
             for (int r = 0; r < x->replicas; r++)
@@ -1545,6 +1747,12 @@ size_t weir_graph_dot(weir_graph *g, const weir_run_opts *opts, char *buf, size_
     }
     for (size_t i = 0; i < g->nnodes; i++) {
         weir_node *x = order[i];
+        if (weir__node_chained(x)) { /* replica to replica, across the clusters */
+            for (int r = 0; r < x->replicas; r++)
+                sb_printf(&b, "  n%d_r%d -> n%d_r%d [label=\"%s\"];\n", x->id, r,
+                          x->outputs[0]->id, r, weir_kind_name(x->out_kind));
+            continue;
+        }
         for (size_t k = 0; k < x->noutputs; k++) {
             weir_node *y = x->outputs[k];
             sb_printf(&b, "  n%d -> n%d%s [label=\"%s\"];\n", x->id, y->id,

@@ -1181,6 +1181,153 @@ GTEST(ordered_chain_of_replicated_stages)
     destroy_graph(g);
 }
 
+/* Chaining: a replicated stage whose one consumer has as many replicas
+ * feeds it replica to replica, with no collector between; the last
+ * collector restores source order for the whole chain. */
+static bool described_chained(weir_graph *g, const char *label)
+{
+    char buf[8192];
+    weir_graph_describe(g, NULL, buf, sizeof buf);
+    char want[128];
+    snprintf(want, sizeof want, "each feeding the same replica of %s", label);
+    return strstr(buf, want) != NULL;
+}
+
+static void check_chain(bool chain)
+{
+    if (!chain) setenv("WEIR_NO_CHAIN", "1", 1);
+    int64_t *want = tmalloc((80 * 31) * sizeof *want);
+    size_t nwant = vary_expected(80, 31, want);
+    weir_graph *g = mkgraph();
+    weir_node *src = rows_src(g, "src", 80, 31, 0);
+    weir_node *jit = add(g, &jitter_def, "jit");
+    weir_node *var = add(g, &vary_def, "vary"); /* 0, 1 or 3 batches a group */
+    weir_node *jit2 = add(g, &jitter_def, "jit2");
+    seti(jit, "workers", 3);
+    seti(var, "workers", 3);
+    seti(jit2, "workers", 3);
+    weir_node *sink = capture(g, "sink", 0);
+    conn(g, src, jit);
+    conn(g, jit, var);
+    conn(g, var, jit2);
+    conn(g, jit2, sink);
+    weir_run_opts o = {.chan_capacity = 2};
+    cr_expect_eq(described_chained(g, "vary"), chain);
+    cr_expect_eq(described_chained(g, "jit2"), chain);
+    cr_expect(!described_chained(g, "sink"), "the sink is not replicated");
+    run_ok(g, &o);
+    expect_ids(0, want, nwant);
+    cr_expect_eq(stats(var).rows_in, 80 * 31);
+    cr_expect_eq(stats(jit2).rows_in, nwant);
+    /* Replica k of jit2 saw only what replica k of vary made of the
+     * batches replica k of jit had: round-robin from the source. */
+    if (chain)
+        for (size_t i = 0; i < G.nbatches; i++)
+            if (G.batches[i].first >= 0 && G.batches[i].nrows)
+                cr_expect_eq(G.batches[i].replica, (int)((G.batches[i].first / 31) % 3),
+                             "the batch from id %" PRId64 " on replica %d",
+                             G.batches[i].first, G.batches[i].replica);
+    tfree(want);
+    destroy_graph(g);
+}
+
+GTEST(chained_replicas_keep_source_order) { check_chain(true); }
+
+GTEST(unchained_replicas_same_output) { check_chain(false); }
+
+/* Upstream finish() output goes through the chain after all data. */
+GTEST(chained_after_stage_with_finish_output)
+{
+    weir_graph *g = mkgraph();
+    weir_node *src = rows_src(g, "src", 30, 20, 0);
+    weir_node *t = add(g, &tailer_def, "tailer");
+    weir_node *jit = add(g, &jitter_def, "jit");
+    seti(t, "workers", 4);
+    seti(jit, "workers", 4);
+    weir_node *sink = capture(g, "sink", 0);
+    conn(g, src, t);
+    conn(g, t, jit);
+    conn(g, jit, sink);
+    cr_expect(described_chained(g, "jit"));
+    run_ok(g, NULL);
+    cr_assert_eq(G.rows[0], 600 + 4);
+    for (size_t i = 0; i < 600; i++) cr_assert_eq(G.ids[0][i], (int64_t)i, "position %zu", i);
+    int seen[4] = {0};
+    for (size_t i = 600; i < 604; i++) {
+        int64_t r = G.ids[0][i] - TAIL_ID;
+        cr_assert(r >= 0 && r < 4, "position %zu holds id %" PRId64, i, G.ids[0][i]);
+        cr_assert_eq(seen[r]++, 0);
+    }
+    destroy_graph(g);
+}
+
+/* Two stages with finish() output are not chained (their tails would
+ * interleave differently). */
+GTEST(not_chained_when_both_have_finish_output)
+{
+    weir_graph *g = mkgraph();
+    weir_node *src = rows_src(g, "src", 10, 20, 0);
+    weir_node *a = add(g, &tailer_def, "t1");
+    weir_node *b = add(g, &tailer_def, "t2");
+    seti(a, "workers", 2);
+    seti(b, "workers", 2);
+    weir_node *sink = capture(g, "sink", 0);
+    conn(g, src, a);
+    conn(g, a, b);
+    conn(g, b, sink);
+    cr_expect(!described_chained(g, "t2"));
+    run_ok(g, NULL);
+    cr_expect_eq(G.rows[0], 200 + 2 + 2);
+    destroy_graph(g);
+}
+
+/* A replica in the chain ends early: the output is still a prefix. */
+GTEST(chained_early_done_gives_prefix)
+{
+    weir_graph *g = mkgraph();
+    weir_node *src = rows_src(g, "src", 400, 10, 0);
+    weir_node *jit = add(g, &jitter_def, "jit");
+    weir_node *st = add(g, &stopper_def, "stopper");
+    seti(jit, "workers", 4);
+    seti(st, "workers", 4);
+    seti(st, "at", 555);
+    weir_node *sink = capture(g, "sink", 0);
+    conn(g, src, jit);
+    conn(g, jit, st);
+    conn(g, st, sink);
+    cr_expect(described_chained(g, "stopper"));
+    run_ok(g, NULL);
+    cr_assert_geq(G.rows[0], 560);
+    for (size_t i = 0; i < G.nids[0]; i++)
+        cr_assert_eq(G.ids[0][i], (int64_t)i, "position %zu holds id %" PRId64, i,
+                     G.ids[0][i]);
+    destroy_graph(g);
+}
+
+/* A failure in a chained replica ends the run with its message. */
+GTEST(chained_error_is_reported)
+{
+    weir_graph *g = mkgraph();
+    weir_node *src = endless_src(g, "src", 10);
+    weir_node *jit = add(g, &jitter_def, "jit");
+    weir_node *f = add(g, &fail_def, "checker");
+    seti(jit, "workers", 3);
+    seti(f, "workers", 3);
+    seti(f, "at", 1234);
+    weir_node *sink = capture(g, "sink", 0);
+    conn(g, src, jit);
+    conn(g, jit, f);
+    conn(g, f, sink);
+    cr_expect(described_chained(g, "checker"));
+    int rc = weir_graph_run(g, NULL, NULL);
+    const char *msg = weir_graph_errmsg(g);
+    cr_expect_eq(rc, WEIR_EDATA, "got %s (%s)", weir_errname(rc), msg);
+    cr_expect(strstr(msg, "bad row 1234") != NULL, "message: %s", msg);
+    for (size_t i = 0; i < G.nids[0]; i++)
+        cr_assert_eq(G.ids[0][i], (int64_t)i, "position %zu", i);
+    destroy_graph(g);
+}
+
 GTEST(ordered_eight_replicas_on_few_cores)
 {
     int64_t *want = tmalloc((100 * 20) * sizeof *want);

@@ -305,3 +305,14 @@ e bench_run_error 1 "stage 'csv'.*ragged.csv line 3" '$WEIR bench --runs 2 -e "r
 t explain_memory 0 '$WEIR explain --threads 2 -e "let t = gen(rows=10)
 t | filter(fare > 1, workers=2) | to_csv() | write(\"o.csv\")
 t | count()"'
+
+# ---- chaining: replica k feeds replica k (csv -> filter -> compute) -----------------------------
+t explain_dot_chained 0 '$WEIR explain --dot --threads 2 -e "read(\"$DATA/kv.csv\") | csv() | filter(v > 1) | compute(w = v * 2) | write(\"o.csv\")"'
+check chained_same_bytes_as_collected '
+    s="read(\"$DATA/../../../datasets/sample/trips-1k.csv\") | csv(chunk=4096) | filter(fare > 10) | compute(x = fare * 2) | select(id, x, zone, notes) | write(\"OUT.csv\")"
+    $WEIR explain --threads 4 -e "$s" | grep -q "each feeding the same replica of filter" &&
+    $WEIR run --threads 4 -e "${s/OUT/a}" &&
+    WEIR_NO_CHAIN=1 $WEIR run --threads 4 -e "${s/OUT/b}" &&
+    WEIR_NO_CHAIN=1 $WEIR explain --threads 4 -e "$s" | grep -q "csv (<expr>:1:[0-9]*): bytes -> rows, 4 replicas, ordered collector" &&
+    $WEIR run --threads 1 -e "${s/OUT/c}" &&
+    cmp a.csv b.csv && cmp a.csv c.csv && [ "$(wc -l < a.csv)" -gt 100 ]'
