@@ -253,10 +253,10 @@ static int unz_cut(unz_split *st, bool at_end)
         if (st->len >= 4 && m != ZSTD_MAGICNUMBER &&
             (m & ZSTD_MAGIC_SKIPPABLE_MASK) != ZSTD_MAGIC_SKIPPABLE_START &&
             !(m >= UNZSTD_LEGACY_FIRST && m < ZSTD_MAGICNUMBER)) {
-            return unz_failf(st,
-                             "%s: corrupt zstd data at byte %" PRIu64
-                             ": no zstd frame starts here (magic number 0x%08" PRIx32 ")",
-                             unzstd_shown(st->origin), st->buf_off, m);
+            /* libzstd's words, as read()'s streaming decoder gives them. */
+            return unz_failf(st, "%s: corrupt zstd data at byte %" PRIu64 ": %s",
+                             unzstd_shown(st->origin), st->buf_off,
+                             ZSTD_getErrorString(ZSTD_error_prefix_unknown));
         }
         size_t fsize = ZSTD_findFrameCompressedSize(st->buf, st->len);
         unsigned long long usize = ZSTD_CONTENTSIZE_UNKNOWN;
