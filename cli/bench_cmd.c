@@ -39,7 +39,7 @@ static void bench_help(FILE *f)
             "  --var NAME=VALUE   define $NAME for the spec (repeatable)\n"
             "  --runs N           measured runs (default 10)\n"
             "  --warmup K         runs before those, not measured (default 1)\n"
-            "  --threads N        replicas for parallel stages with workers=auto\n"
+            "  --threads N        use N CPUs, as for run\n"
             "  --mem SIZE         memory budget of stateful stages (as for run)\n"
             "  --json             one JSON object on stdout instead of the tables\n"
             "                     (schema: docs/stats-schema.md)\n"
@@ -91,6 +91,7 @@ int cmd_bench(int argc, char **argv)
 {
     spec_args a;
     int ec = cli_spec_args(argc, argv, "bench", "nmb", &a, bench_help);
+    if (ec == 0) ec = cli_limit_cpus(a.threads);
     weir_graph *g = NULL;
     if (ec == 0) ec = cli_compile(&a, &g);
     if (ec) {

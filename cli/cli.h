@@ -54,6 +54,10 @@ int cli_spec_args(int argc, char **argv, const char *cmd, const char *allow,
 /* Compile the spec of a (file or -e). @return 0, or an exit code after
  * printing the error. */
 int cli_compile(const spec_args *a, weir_graph **out);
+/* --threads N for run and bench: when the process may use more than N
+ * CPUs, keep it (this thread, and so every thread it starts) to the first
+ * N of them. @return 0 or EXIT_RUNTIME (reported). */
+int cli_limit_cpus(int n);
 
 /* Parse "500ms", "1s", "2m", "1h", "1.5s" (a bare number is seconds).
  * @return 0 and *secs, or -1. */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -231,9 +232,11 @@ static void run_help(FILE *f)
             "options:\n"
             "  -e, --expr TEXT    the spec as text (its positions say <expr>)\n"
             "  --var NAME=VALUE   define $NAME for the spec (repeatable)\n"
-            "  --threads N        replicas for parallel stages with workers=auto\n"
-            "                     (the default; an explicit workers=N stands)\n"
-            "                     (default: the number of CPUs)\n"
+            "  --threads N        use N CPUs: replicas for parallel stages with\n"
+            "                     workers=auto (the default; an explicit workers=N\n"
+            "                     stands), and, when the process may use more\n"
+            "                     than N CPUs, its threads are kept to the first N\n"
+            "                     (default: every CPU the process may use)\n"
             "  --timeout DUR      stop after DUR (500ms, 10s, 2m, 1h): exit 1\n"
             "  --mem SIZE         memory a stateful stage (group, sort, dedup)\n"
             "                     may hold before it spills or fails (default 1G;\n"
@@ -327,10 +330,30 @@ bool cli_no_timing(void)
     return v && strcmp(v, "1") == 0;
 }
 
+int cli_limit_cpus(int n)
+{
+    cpu_set_t set;
+    if (n <= 0 || sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) <= n)
+        return 0;
+    cpu_set_t keep;
+    CPU_ZERO(&keep);
+    for (int c = 0, k = 0; c < CPU_SETSIZE && k < n; c++) {
+        if (!CPU_ISSET(c, &set)) continue;
+        CPU_SET(c, &keep);
+        k++;
+    }
+    if (sched_setaffinity(0, sizeof keep, &keep) != 0) {
+        cli_error("--threads %d: cannot keep to %d CPUs: %s", n, n, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
     spec_args a;
     int ec = cli_spec_args(argc, argv, "run", "tnms", &a, run_help);
+    if (ec == 0) ec = cli_limit_cpus(a.threads);
     weir_graph *g = NULL;
     if (ec == 0) ec = cli_compile(&a, &g);
     if (ec) {

@@ -9,6 +9,8 @@
  */
 #include "cli.h"
 
+#include <sched.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -276,7 +278,10 @@ int cli_stats_collect(weir_graph *g, uint64_t wall_ns, bool timing, cli_stats *o
     out->bn_kind = "none";
     out->wall_ns = wall_ns;
     out->timing = timing;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    /* The CPUs the run could use: its affinity (taskset, --threads). */
+    cpu_set_t set;
+    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                             : sysconf(_SC_NPROCESSORS_ONLN);
     out->cpus = cpus > 0 ? (int)cpus : 1;
     weir_node *const *nodes;
     size_t n = weir_graph_nodes(g, &nodes);

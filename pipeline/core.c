@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdio.h>
 #include <sys/syscall.h>
@@ -117,8 +118,15 @@ int weir__ncpus(void)
     static _Atomic int cached;
     int n = atomic_load_explicit(&cached, memory_order_relaxed);
     if (n == 0) {
-        long v = sysconf(_SC_NPROCESSORS_ONLN);
-        n = v > 0 ? (int)v : 1;
+        /* The CPUs this process may run on (taskset, cgroups' cpusets,
+         * weir run --threads), as nproc counts them; else those online. */
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+            n = CPU_COUNT(&set);
+        } else {
+            long v = sysconf(_SC_NPROCESSORS_ONLN);
+            n = v > 0 ? (int)v : 1;
+        }
         atomic_store_explicit(&cached, n, memory_order_relaxed);
     }
     return n;

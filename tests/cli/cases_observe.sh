@@ -316,3 +316,11 @@ check chained_same_bytes_as_collected '
     WEIR_NO_CHAIN=1 $WEIR explain --threads 4 -e "$s" | grep -q "csv (<expr>:1:[0-9]*): bytes -> rows, 4 replicas, ordered collector" &&
     $WEIR run --threads 1 -e "${s/OUT/c}" &&
     cmp a.csv b.csv && cmp a.csv c.csv && [ "$(wc -l < a.csv)" -gt 100 ]'
+
+# --threads N keeps the run to N CPUs (when there are more).
+check threads_one_cpu '
+    [ "$(nproc)" -gt 1 ] || exit 0
+    $WEIR run --threads 1 --stats=json -e "gen(rows=100) | count()" 2>s.json >/dev/null &&
+    python3 -c "import json; d = json.load(open(\"s.json\")); assert d[\"cpus\"] == 1, d[\"cpus\"]" &&
+    $WEIR run --stats=json -e "gen(rows=100) | count()" 2>s2.json >/dev/null &&
+    python3 -c "import json, os; d = json.load(open(\"s2.json\")); assert d[\"cpus\"] == len(os.sched_getaffinity(0)), d[\"cpus\"]"'
