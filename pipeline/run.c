@@ -474,6 +474,13 @@ void weir_stage_progress(weir_stage *s, uint64_t done, uint64_t total)
     atomic_store_explicit(&s->st.progress_total, total, memory_order_relaxed);
 }
 
+void weir_stage_waited_out(weir_stage *s, uint64_t t0_ns, uint64_t t1_ns)
+{
+    if (!s->r || s->r->o->no_timing || t1_ns <= t0_ns) return;
+    s->wait_out_mirror += t1_ns - t0_ns;
+    note_wait(s, &s->st.wait_out_ns, WEIR__SPAN_WAIT_OUT, t0_ns, t1_ns);
+}
+
 int weir_stage_emit(weir_stage *s, weir_batch *b)
 {
     if (s->downstream_gone) {

@@ -785,6 +785,12 @@ WEIR_API const char *weir_stage_tmpdir(const weir_stage *s);
 /* Report how far the stage is (e.g. input bytes read of the total), for
  * live progress displays. Cheap (two relaxed stores); call per batch. */
 WEIR_API void weir_stage_progress(weir_stage *s, uint64_t done, uint64_t total);
+/* Report time the stage spent blocked on its own waiting for downstream
+ * to take more (a splitter holding back until its replicas catch up), as
+ * weir_now_ns() readings: it then counts as waiting to send (and shows in
+ * a trace as such), not as busy. Call from the stage's own callbacks;
+ * never blocks. */
+WEIR_API void weir_stage_waited_out(weir_stage *s, uint64_t t0_ns, uint64_t t1_ns);
 /* This instance's replica index (0..replicas-1) and the replica count. */
 WEIR_API int weir_stage_replica(const weir_stage *s);
 WEIR_API int weir_stage_replicas(const weir_stage *s);

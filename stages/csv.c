@@ -1165,7 +1165,7 @@ static int split_emit(split_state *st, uint32_t flags)
         return split_fail(st, csv_failf(&st->hp, WEIR_EDATA, "internal error: the first "
                                                              "record outruns its chunk"));
     int rc = inorder_throttle(&st->sh->o, st->next_index, st->ahead, SPLIT_AHEAD_PER_REPLICA,
-                              weir_stage_ctx(st->s));
+                              st->s);
     if (rc) return rc;
     st->ck = NULL;
     csv_chunk_head h = {.magic = CSV_CHUNK_MAGIC, .sh = st->sh, .index = st->next_index++,

@@ -212,10 +212,12 @@ static inline int inorder_wait_end(inorder *o, weir_ctx *ctx)
  * slowest chunk.)
  * @return 0; WEIR_DONE (downstream stopped); a context error. */
 static inline int inorder_throttle(inorder *o, uint64_t k, int guess, int per_replica,
-                                   weir_ctx *ctx)
+                                   weir_stage *s)
 {
+    weir_ctx *ctx = weir_stage_ctx(s);
     int rc = 0;
     bool failed = false;
+    uint64_t t0 = 0; /* when it began to wait: that is waiting to send */
     pthread_mutex_lock(&o->mu);
     for (;;) {
         int n = o->replicas > 0 ? o->replicas : guess;
@@ -224,12 +226,14 @@ static inline int inorder_throttle(inorder *o, uint64_t k, int guess, int per_re
         else if (o->err_index != UINT64_MAX) failed = true;
         else if (weir_ctx_done(ctx)) rc = weir_ctx_err(ctx);
         else if (k - o->done_below - o->nahead >= limit) { /* not done, in any order */
+            if (!t0) t0 = weir_now_ns();
             inorder_wait(o);
             continue;
         }
         break;
     }
     pthread_mutex_unlock(&o->mu);
+    if (t0) weir_stage_waited_out(s, t0, weir_now_ns());
     return failed ? inorder_wait_end(o, ctx) : rc;
 }
 

@@ -134,8 +134,7 @@ static int unz_failf(unz_split *st, const char *fmt, ...)
 /* Send b (its bytes, then room for the trailer) as the next chunk. */
 static int unz_send(unz_split *st, weir_batch *b, uint32_t flags, uint64_t coff, uint64_t usize)
 {
-    int rc = inorder_throttle(st->o, st->next_index, st->guess, UNZSTD_AHEAD,
-                              weir_stage_ctx(st->s));
+    int rc = inorder_throttle(st->o, st->next_index, st->guess, UNZSTD_AHEAD, st->s);
     if (rc == 0 && b->cap - b->len < UNZ_TAIL && weir_batch_reserve(b, UNZ_TAIL))
         rc = weir_stage_errorf(st->s, WEIR_ENOMEM, "out of memory");
     if (rc) {

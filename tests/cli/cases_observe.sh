@@ -148,6 +148,20 @@ b = d["bottleneck"]
 want(b["label"] == "sort" and b["kind"] == "stage" and b["pos"] == "<expr>:1:20", b)
 want(s["sort"]["parallel"] or "not parallel-safe" in b["advice"], b["advice"])
 PY'
+# csv's splitter in front of a slow stage: holding back until its replicas
+# catch up is waiting to send, not work (weir_stage_waited_out).
+check bottleneck_splitter_waits_are_not_busy '
+    $WEIR gen trips --rows 100000 -o t.csv &&
+    $WEIR run --stats=json -e "read(\"t.csv\") | csv(chunk=65536) | sort(by=[fare, tip, distance]) | discard()" 2>err &&
+    obs_py err <<"PY"
+import sys
+from obslib import *
+d, s = stats(sys.argv[1])
+b = d["bottleneck"]
+want(b["label"] == "sort", b)
+sp = s["csv"]["splitter"]
+want(sp["busy_pct"] < 10, "the splitter is mostly waiting", sp)
+PY'
 # A sink that cannot write: stdout is a pipe nobody reads for a second.
 check bottleneck_slow_output '
     $WEIR run --stats=json -e "gen(rows=100000) | to_csv() | write(\"-\")" 2>err | { sleep 2; cat >/dev/null; }
