@@ -77,6 +77,8 @@ typedef struct cli_stage {
     int nrep;
     bool has_split;         /* a splitter cuts the input in front of the */
     weir_node_stats split;  /* replicas, on one thread: its own counters */
+    bool has_col;           /* a collector gathers the replicas' output on */
+    weir_node_stats col;    /* one thread: its own counters */
     size_t *up, nup;        /* indexes of the upstream stages */
     size_t *down, ndown;    /* and of the downstream ones */
 } cli_stage;

@@ -122,13 +122,14 @@ static void stats_bottleneck(cli_stats *st)
     size_t c = 0;
     double best = -1, all_busy = 0;
     bool split = false; /* the busiest is c's splitter */
+    bool col = false;   /* the busiest is c's collector */
     for (size_t i = 0; i < st->n; i++) {
         double b = stats_frac(st, &st->s[i], st->s[i].st.busy_ns);
         all_busy += (double)st->s[i].st.busy_ns;
         if (b > best) {
             best = b;
             c = i;
-            split = false;
+            split = col = false;
         }
         if (st->s[i].has_split) {
             b = rep_frac(st, st->s[i].split.busy_ns);
@@ -137,6 +138,17 @@ static void stats_bottleneck(cli_stats *st)
                 best = b;
                 c = i;
                 split = true;
+                col = false;
+            }
+        }
+        if (st->s[i].has_col) {
+            b = rep_frac(st, st->s[i].col.busy_ns);
+            all_busy += (double)st->s[i].col.busy_ns;
+            if (b > best) {
+                best = b;
+                c = i;
+                col = true;
+                split = false;
             }
         }
     }
@@ -147,7 +159,7 @@ static void stats_bottleneck(cli_stats *st)
         snprintf(st->reason, sizeof st->reason,
                  "no stage is busy for half of the run (the busiest, %s%s%s, is %.0f%% busy): "
                  "the time goes to waiting between stages",
-                 s->label, where, split ? "'s splitter" : "", best * 100);
+                 s->label, where, split ? "'s splitter" : col ? "'s collector" : "", best * 100);
         snprintf(st->advice, sizeof st->advice,
                  "time a longer run (weir bench), or see where the waits are (--trace)");
         return;
@@ -162,6 +174,8 @@ static void stats_bottleneck(cli_stats *st)
     }
     if (split) { /* downstream of a splitter: the node's own replicas */
         down_wait = stats_frac(st, s, s->st.wait_in_ns);
+    } else if (col) { /* upstream of a collector: the node's own replicas */
+        up_wait = stats_frac(st, s, s->st.wait_out_ns);
     } else if (s->has_split) {
         up_wait = rep_frac(st, s->split.wait_out_ns);
     }
@@ -181,6 +195,33 @@ static void stats_bottleneck(cli_stats *st)
                  el ? "and" : "while", down_wait * 100);
     int R = s->st.replicas > 0 ? s->st.replicas : 1;
     char busy[64];
+    if (col) {
+        /* What it does besides passing batches on: a split of every row by
+         * key for a keyed consumer, a merge of sorted streams. */
+        const char *keyed = NULL;
+        for (size_t k = 0; k < s->ndown && !keyed; k++) {
+            const cli_stage *d = &st->s[s->down[k]];
+            if ((weir_node_def(d->node)->flags & WEIR_STAGE_KEYED) && d->st.replicas > 1)
+                keyed = d->label;
+        }
+        st->bn_kind = "collector";
+        snprintf(st->reason, sizeof st->reason,
+                 "its collector, which gathers its %d replicas' output on one thread%s%s, is "
+                 "%.0f%% busy%s",
+                 R, keyed ? " and splits the rows by key for " : "", keyed ? keyed : "",
+                 best * 100, (up_wait >= BN_EVIDENCE || down_wait >= BN_EVIDENCE) ? ev : "");
+        if (keyed)
+            snprintf(st->advice, sizeof st->advice,
+                     "the split by key runs on one thread: with few keys, %s(..., workers=1) "
+                     "does without it; else select fewer columns before %s",
+                     keyed, keyed);
+        else
+            snprintf(st->advice, sizeof st->advice,
+                     "more workers will not help: the collector of %s is serial; give it fewer "
+                     "or larger batches",
+                     s->label);
+        return;
+    }
     if (split) {
         st->bn_kind = "splitter";
         snprintf(st->reason, sizeof st->reason,
@@ -305,7 +346,9 @@ int cli_stats_collect(weir_graph *g, uint64_t wall_ns, bool timing, cli_stats *o
             for (int r = 0; r < s->nrep; r++)
                 if (weir_node_replica_stats(nodes[i], r, &s->rep[r]) != 0)
                     s->rep[r] = (weir_node_stats){.replicas = 1};
-            s->has_split = weir_node_replica_stats(nodes[i], -1, &s->split) == 0;
+            s->has_split =
+                weir_node_replica_stats(nodes[i], WEIR_STATS_SPLITTER, &s->split) == 0;
+            s->has_col = weir_node_replica_stats(nodes[i], WEIR_STATS_COLLECTOR, &s->col) == 0;
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -445,6 +488,11 @@ void cli_stats_table(FILE *f, const cli_stats *st, bool replicas)
             sp.out = WEIR_KIND_BYTES;
             table_row(f, st, &sp, "  split", width, "1", &s->split, table_rep_frac);
         }
+        if (s->has_col) {
+            cli_stage cs = *s; /* the collector passes the stage's output on */
+            cs.in = s->out;
+            table_row(f, st, &cs, "  collect", width, "1", &s->col, table_rep_frac);
+        }
         if (!replicas || s->nrep < 2) continue;
         for (int r = 0; r < s->nrep; r++) {
             snprintf(name, sizeof name, "  #%d", r);
@@ -529,6 +577,14 @@ void cli_stats_json(FILE *f, const cli_stats *st, const char *status, const char
         if (s->has_split) {
             fputc('{', f);
             json_counts(f, st, s, &s->split, 1);
+            fputc('}', f);
+        } else {
+            fputs("null", f);
+        }
+        fprintf(f, ",\"collector\":");
+        if (s->has_col) {
+            fputc('{', f);
+            json_counts(f, st, s, &s->col, 1);
             fputc('}', f);
         } else {
             fputs("null", f);

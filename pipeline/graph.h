@@ -89,6 +89,8 @@ struct weir_node {
     int nrstats;
     weir_node_stats split_stats; /* the splitter's, when has_split */
     bool has_split;
+    weir_node_stats col_stats;   /* the collector's, when has_col */
+    bool has_col;
 };
 
 struct weir_graph {

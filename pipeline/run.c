@@ -62,6 +62,7 @@ typedef struct emitter {
     target *t;
     size_t nt, alive;
     uint64_t sent;     /* batches sent so far */
+    uint64_t blocked_ns; /* time sends waited for room (with timing on) */
     weir_pool *pool;   /* for split batches and markers */
 } emitter;
 
@@ -71,6 +72,7 @@ typedef struct run run;
 typedef struct collector {
     run *r;
     weir_node *node;
+    weir_stage *sh;    /* its counters and trace track (no callbacks) */
     pchan **in;        /* ordered: one per replica; unordered: one shared */
     int nin;
     bool ordered;
@@ -312,14 +314,27 @@ static void target_kill(target *t)
     for (int i = 0; i < t->n; i++) weir_chan_close(t->ch[i]->ch);
 }
 
+/* Send b into ch, counting only the time it waits for room as blocked:
+ * splitting rows by key, or anything else an emitter does, is work. */
+static int emit_into(run *r, emitter *e, weir_chan *ch, weir_batch *b)
+{
+    int rc = weir_chan_try_send(ch, b);
+    if (rc != WEIR_EAGAIN) return rc;
+    if (r->o->no_timing) return weir_chan_send(ch, b, r->ctx);
+    uint64_t t0 = weir_now_ns();
+    rc = weir_chan_send(ch, b, r->ctx);
+    e->blocked_ns += weir_now_ns() - t0;
+    return rc;
+}
+
 /* Send one reference of b to one consumer. Consumes that reference. */
 static int target_send(run *r, emitter *e, target *t, weir_batch *b)
 {
     int rc;
     if (t->n == 1) {
-        rc = weir_chan_send(t->ch[0]->ch, b, r->ctx);
+        rc = emit_into(r, e, t->ch[0]->ch, b);
     } else if (!t->hash) {
-        rc = weir_chan_send(t->ch[t->rr++ % (uint64_t)t->n]->ch, b, r->ctx);
+        rc = emit_into(r, e, t->ch[t->rr++ % (uint64_t)t->n]->ch, b);
     } else {
         /* Split the rows among the replicas by key hash. */
         if (b->nrows == 0) {
@@ -329,7 +344,7 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
             if (t->n > 1) __atomic_fetch_add(&b->refs, t->n - 1, __ATOMIC_RELAXED);
             rc = 0;
             for (int i = 0; i < t->n; i++) {
-                int src = rc ? rc : weir_chan_send(t->ch[i]->ch, b, r->ctx);
+                int src = rc ? rc : emit_into(r, e, t->ch[i]->ch, b);
                 if (src) weir_batch_release(b);
                 rc = src;
             }
@@ -362,7 +377,7 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
             part[i] = NULL;
             if (!p) continue;
             if (rc == 0) {
-                rc = weir_chan_send(t->ch[i]->ch, p, r->ctx);
+                rc = emit_into(r, e, t->ch[i]->ch, p);
                 if (rc == 0) continue;
             }
             weir_batch_release(p);
@@ -506,11 +521,14 @@ int weir_stage_emit(weir_stage *s, weir_batch *b)
         if (!prev) return 0;
         b = prev;
     }
-    uint64_t t0 = now_if(s);
+    uint64_t w0 = s->out->blocked_ns;
     int rc = emitter_send(s->r, s->out, b);
-    uint64_t t1 = now_if(s);
-    s->wait_out_mirror += t1 - t0;
-    note_wait(s, &s->st.wait_out_ns, WEIR__SPAN_WAIT_OUT, t0, t1);
+    uint64_t w = s->out->blocked_ns - w0;
+    if (w) { /* waiting for room downstream; the split itself is work */
+        uint64_t t1 = now_if(s);
+        s->wait_out_mirror += w;
+        note_wait(s, &s->st.wait_out_ns, WEIR__SPAN_WAIT_OUT, t1 - w, t1);
+    }
     if (rc == WEIR_DONE) s->downstream_gone = true;
     return rc;
 }
@@ -682,6 +700,39 @@ static void instance_main(weir_stage *s)
     atomic_store_explicit(&s->st.finished, 1, memory_order_relaxed);
 }
 
+/* Send b on, counting it and the time the send waited for room. */
+static int collector_send(collector *c, weir_batch *b)
+{
+    weir_stage *sh = c->sh;
+    WEIR__CNT_ADD(sh->st.batches_out, 1);
+    WEIR__CNT_ADD(sh->st.rows_out, b->nrows);
+    WEIR__CNT_ADD(sh->st.bytes_out, b->len);
+    uint64_t w0 = c->out->blocked_ns;
+    int rc = emitter_send(c->r, c->out, b);
+    uint64_t w = c->out->blocked_ns - w0;
+    if (w) {
+        uint64_t t1 = now_if(sh);
+        note_wait(sh, &sh->st.wait_out_ns, WEIR__SPAN_WAIT_OUT, t1 - w, t1);
+    }
+    return rc;
+}
+
+/* Receive from one replica's (or the shared) channel, counting the wait. */
+static int collector_recv(collector *c, pchan *p, void **item)
+{
+    weir_stage *sh = c->sh;
+    uint64_t t0 = now_if(sh);
+    int rc = weir_chan_recv(p->ch, item, c->r->ctx);
+    note_wait(sh, &sh->st.wait_in_ns, WEIR__SPAN_WAIT_IN, t0, now_if(sh));
+    if (rc == 0) {
+        const weir_batch *b = *item;
+        WEIR__CNT_ADD(sh->st.batches_in, 1);
+        WEIR__CNT_ADD(sh->st.rows_in, b->nrows);
+        WEIR__CNT_ADD(sh->st.bytes_in, b->len);
+    }
+    return rc;
+}
+
 static int collector_forward(collector *c, weir_batch *b)
 {
     if (!weir_batch_shared(b)) b->flags = 0; /* flags ride only on our own */
@@ -691,7 +742,7 @@ static int collector_forward(collector *c, weir_batch *b)
         weir_batch_release(b);
         return 0;
     }
-    return emitter_send(c->r, c->out, b);
+    return collector_send(c, b);
 }
 
 /* The next non-empty batch from replica r's channel, or NULL once it is
@@ -701,7 +752,7 @@ static int merge_fetch(collector *c, int r, weir_batch **out, weir_batch **schem
 {
     for (;;) {
         void *item;
-        int rc = weir_chan_recv(c->in[r]->ch, &item, c->r->ctx);
+        int rc = collector_recv(c, c->in[r], &item);
         if (rc == WEIR_ECLOSED) {
             *out = NULL;
             return 0;
@@ -749,16 +800,16 @@ static int collector_merge(collector *c)
             rc = merge_fetch(c, best, &head[best], &schema_only);
         }
         if (rc == 0 && out->nrows >= 4096) {
-            rc = emitter_send(c->r, c->out, out);
+            rc = collector_send(c, out);
             out = NULL;
         }
     }
     if (rc == 0 && out) {
-        rc = emitter_send(c->r, c->out, out);
+        rc = collector_send(c, out);
         out = NULL;
     }
     if (rc == 0 && schema_only && c->out->sent == 0) {
-        rc = emitter_send(c->r, c->out, schema_only);
+        rc = collector_send(c, schema_only);
         schema_only = NULL;
     }
     weir_batch_release(out);
@@ -780,11 +831,18 @@ static int collector_loop(collector *c)
     if (!c->ordered) {
         enum { BURST = 16 };
         void *items[BURST];
+        weir_stage *sh = c->sh;
         for (;;) {
+            uint64_t t0 = now_if(sh);
             long n = weir_chan_recv_many(c->in[0]->ch, items, BURST, ctx);
+            note_wait(sh, &sh->st.wait_in_ns, WEIR__SPAN_WAIT_IN, t0, now_if(sh));
             if (n == WEIR_ECLOSED) return 0;
             if (n < 0) return (int)n;
             for (long i = 0; i < n; i++) {
+                const weir_batch *b = items[i];
+                WEIR__CNT_ADD(sh->st.batches_in, 1);
+                WEIR__CNT_ADD(sh->st.rows_in, b->nrows);
+                WEIR__CNT_ADD(sh->st.bytes_in, b->len);
                 int rc = collector_forward(c, items[i]);
                 if (rc) {
                     for (long k = i + 1; k < n; k++) weir_batch_release(items[k]);
@@ -800,7 +858,7 @@ static int collector_loop(collector *c)
     int final_r = -1;
     for (uint64_t k = 0;;) {
         int r = (int)(k % (uint64_t)c->nin);
-        int rc = weir_chan_recv(c->in[r]->ch, &item, ctx);
+        int rc = collector_recv(c, c->in[r], &item);
         if (rc == WEIR_ECLOSED) break;
         if (rc) return rc;
         weir_batch *b = item;
@@ -821,7 +879,7 @@ static int collector_loop(collector *c)
     for (int r = 0; r < c->nin; r++) {
         bool final_seen = r == final_r;
         for (;;) {
-            int rc = weir_chan_recv(c->in[r]->ch, &item, ctx);
+            int rc = collector_recv(c, c->in[r], &item);
             if (rc == WEIR_ECLOSED) break;
             if (rc) return rc;
             weir_batch *b = item;
@@ -839,7 +897,16 @@ static int collector_loop(collector *c)
 
 static void collector_main(collector *c)
 {
+    weir_stage *sh = c->sh;
+    uint64_t t0 = now_if(sh);
     int rc = collector_loop(c);
+    /* Busy: all of its time but its waits (ordering, merging, splitting
+     * rows by key for the consumer). */
+    uint64_t all = now_if(sh) - t0,
+             waits = atomic_load_explicit(&sh->st.wait_in_ns, memory_order_relaxed) +
+                     atomic_load_explicit(&sh->st.wait_out_ns, memory_order_relaxed);
+    WEIR__CNT_ADD(sh->st.busy_ns, all > waits ? all - waits : 0);
+    atomic_store_explicit(&sh->st.finished, 1, memory_order_relaxed);
     if (rc < 0 && !(is_ctx_err(rc) && weir_ctx_done(c->r->ctx)))
         run_fail(c->r, rc, "collector of '%s': %s", c->node->label, weir_strerror(rc));
     for (int i = 0; i < c->nin; i++) pchan_abandon(c->in[i]);
@@ -1076,6 +1143,12 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
         collector *c = calloc(1, sizeof *c);
         if (!c) return WEIR_ENOMEM;
         PUSH(r->cols, r->ncols, c);
+        if (!(c->sh = calloc(1, sizeof *c->sh))) return WEIR_ENOMEM;
+        *c->sh = (weir_stage){.r = r, .node = x, .def = x->def, .nreplicas = 1};
+        if (r->o->trace) {
+            if (!(c->sh->track = calloc(1, sizeof *c->sh->track))) return WEIR_ENOMEM;
+            snprintf(c->sh->track->name, sizeof c->sh->track->name, "%s (collect)", x->label);
+        }
         bool hashed_in = x->npart > 0;
         c->r = r;
         c->node = x;
@@ -1190,14 +1263,21 @@ static void teardown(run *r, weir_node **order, size_t n, ports *pt)
         if (s->replica < x->nrstats) x->rstats[s->replica] = one;
         stats_add(&x->stats, &one);
     }
+    for (size_t i = 0; i < r->ncols; i++) {
+        if (!r->cols[i]->sh) continue; /* the build failed before it */
+        stats_of(r->cols[i]->sh, &r->cols[i]->node->col_stats, false);
+        r->cols[i]->node->has_col = true;
+    }
     if (r->o->trace) {
         weir_graph *g = r->g;
-        g->tracks = calloc(r->ninsts ? r->ninsts : 1, sizeof *g->tracks);
-        for (size_t i = 0; g->tracks && i < r->ninsts; i++)
-            if (r->insts[i]->track) g->tracks[g->ntracks++] = *r->insts[i]->track;
-        if (!g->tracks)
-            for (size_t i = 0; i < r->ninsts; i++)
-                if (r->insts[i]->track) free(r->insts[i]->track->spans);
+        size_t nt = r->ninsts + r->ncols;
+        g->tracks = calloc(nt ? nt : 1, sizeof *g->tracks);
+        for (size_t i = 0; i < nt; i++) {
+            weir_stage *s = i < r->ninsts ? r->insts[i] : r->cols[i - r->ninsts]->sh;
+            if (!s || !s->track) continue;
+            if (g->tracks) g->tracks[g->ntracks++] = *s->track;
+            else free(s->track->spans);
+        }
     }
     for (size_t i = 0; i < r->ninsts; i++) {
         weir_stage *s = r->insts[i];
@@ -1207,6 +1287,8 @@ static void teardown(run *r, weir_node **order, size_t n, ports *pt)
     }
     free(r->insts);
     for (size_t i = 0; i < r->ncols; i++) {
+        if (r->cols[i]->sh) free(r->cols[i]->sh->track);
+        free(r->cols[i]->sh);
         free(r->cols[i]->in);
         free(r->cols[i]);
     }
@@ -1350,6 +1432,7 @@ int weir_graph_run(weir_graph *g, weir_ctx *ctx, const weir_run_opts *opts)
     for (size_t i = 0; i < n; i++) {
         g->nodes[i]->stats = (weir_node_stats){.replicas = g->nodes[i]->replicas};
         g->nodes[i]->has_split = false;
+        g->nodes[i]->has_col = false;
     }
     weir__graph_free_trace(g);
     g->trace_t0 = weir_now_ns();
@@ -1424,6 +1507,19 @@ int weir_node_replica_stats(const weir_node *n, int rep, weir_node_stats *st)
     int rc = WEIR_EINVAL;
     pthread_mutex_lock(&n->g->live_mu);
     run *r = n->g->live;
+    if (rep == WEIR_STATS_COLLECTOR) {
+        for (size_t i = 0; r && i < r->ncols; i++) {
+            if (r->cols[i]->node != n) continue;
+            stats_of(r->cols[i]->sh, st, false);
+            rc = 0;
+        }
+        if (!r && n->has_col) {
+            *st = n->col_stats;
+            rc = 0;
+        }
+        pthread_mutex_unlock(&n->g->live_mu);
+        return rc;
+    }
     for (size_t i = 0; r && i < r->ninsts; i++) {
         if (r->insts[i]->node == n && r->insts[i]->is_splitter == (rep == -1) &&
             r->insts[i]->replica == (rep == -1 ? 0 : rep)) {

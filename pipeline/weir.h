@@ -965,10 +965,16 @@ typedef struct weir_node_stats {
 } weir_node_stats;
 /* The node's counters summed over its replicas. @return 0. */
 WEIR_API int weir_node_get_stats(const weir_node *n, weir_node_stats *st);
-/* One replica's counters (replicas, finished are 1/0 for it); r = -1: the
- * node's splitter (weir_stage_def.splitter), whose counters are not in
- * the node's sum. @return 0, or WEIR_EINVAL if r is out of range (or no
- * run yet, or no splitter). */
+/* One replica's counters (replicas, finished are 1/0 for it); r = -1
+ * (WEIR_STATS_SPLITTER): the node's splitter (weir_stage_def.splitter);
+ * r = -2 (WEIR_STATS_COLLECTOR): the collector that gathers a replicated
+ * node's output (ordering, merging, and splitting rows by key for a
+ * keyed consumer: that is its busy time; its busy time is known once the
+ * run ends). Neither is in the node's sum. @return 0, or WEIR_EINVAL if r
+ * is out of range (or no run yet, or no splitter or collector: a
+ * chained node has none). */
+#define WEIR_STATS_SPLITTER (-1)
+#define WEIR_STATS_COLLECTOR (-2)
 WEIR_API int weir_node_replica_stats(const weir_node *n, int r, weir_node_stats *st);
 /* The graph's nodes in the order they were added. @return the count;
  * *nodes is valid until the graph changes. */

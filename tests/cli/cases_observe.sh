@@ -111,10 +111,11 @@ check stats_table '
     head -1 err | grep -Eq "^stage +repl +rows in +rows out +MB in +MB out +busy +wait in +wait out +rows/s +MB/s$" &&
     grep -Eq "^gen \(<expr>:1:1\) +1 +- +20000 " err &&
     grep -Eq "^filter \(<expr>:1:19\) +2 +20000 " err &&
+    grep -Eq "^  collect +1 +[0-9]+ +[0-9]+ " err &&
     grep -Eq "^to_csv \(<expr>:1:50\) +1 " err &&
     grep -Eq "^write \(<expr>:1:61\) +1 " err &&
     grep -Eq "^wall time .* on [0-9]+ CPUs?" err && grep -q "^bottleneck: " err &&
-    [ "$(wc -l <err)" = 7 ] && ! grep -q "#0" err'
+    [ "$(wc -l <err)" = 8 ] && ! grep -q "#0" err'
 check stats_replicas '
     $WEIR run --stats=replicas -e "gen(rows=20000) | filter(fare > 10, workers=2) | discard()" 2>err &&
     [ "$(grep -Ec "^  #[01] " err)" = 2 ] &&
@@ -161,6 +162,21 @@ b = d["bottleneck"]
 want(b["label"] == "sort", b)
 sp = s["csv"]["splitter"]
 want(sp["busy_pct"] < 10, "the splitter is mostly waiting", sp)
+PY'
+# A collector's own counters: what it passed on, what it split by key.
+check stats_collector_counts '
+    $WEIR run --threads 2 --stats=json -e "gen(rows=30000) | filter(fare > 10, workers=2) | group(by=payment, n=count(), workers=2) | discard()" 2>err &&
+    obs_py err <<"PY"
+import sys
+from obslib import *
+d, s = stats(sys.argv[1])
+f, g = s["filter"], s["group"]
+c = f["collector"]
+want(c is not None and c["rows_in"] == f["rows_out"] == c["rows_out"], "filter collector", c)
+want(c["busy_pct"] is not None and c["busy_pct"] + c["wait_in_pct"] + c["wait_out_pct"] <= 101, c)
+want(g["rows_in"] == f["rows_out"], "group got what the collector split")
+want(g["collector"] is not None and g["collector"]["rows_out"] == g["rows_out"], g["collector"])
+want(s["gen"]["collector"] is None and s["discard"]["collector"] is None)
 PY'
 # A sink that cannot write: stdout is a pipe nobody reads for a second.
 check bottleneck_slow_output '
@@ -276,7 +292,7 @@ PY
 }
 check trace_structure '
     $WEIR run --trace t.json -e "gen(rows=50000) | filter(fare > 10, workers=2) | to_csv() | discard()" &&
-    obs_check_trace t.json gen "filter #0" "filter #1" to_csv discard &&
+    obs_check_trace t.json gen "filter #0" "filter #1" "filter (collect)" to_csv discard &&
     [ "$(ls)" = t.json ]'
 check trace_written_on_failure '
     $WEIR run --trace t.json -e "gen(rows=100) | write(\"nodir/o.csv\")" 2>err; rc=$?
