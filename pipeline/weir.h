@@ -902,9 +902,10 @@ WEIR_API int weir_graph_connect(weir_graph *g, weir_node *from, weir_node *to);
 
 /* Run options; zero-initialise, then set what you need. */
 typedef struct weir_run_opts {
-    size_t chan_capacity; /* batches per edge channel; 0: 16 */
+    size_t chan_capacity; /* batches per edge channel; 0: 2 */
     int max_workers;      /* replicas for workers=auto (the default of
-                             parallel stages); 0: the online CPUs. An
+                             parallel stages); 0: the CPUs the process
+                             may use (its affinity mask). An
                              explicit workers=N is not capped */
     int launcher;         /* WEIR_LAUNCH_*; 0: AUTO */
     size_t mem_budget;    /* bytes a stateful stage may hold (per node,
