@@ -157,6 +157,7 @@ void weir_batch_reset(weir_batch *b)
     b->origin = NULL;
     b->offset = 0;
     b->line = 0;
+    b->dest = 0;
 }
 
 void weir_batch_release(weir_batch *b)

@@ -50,6 +50,9 @@ typedef struct target {
     pchan **ch;        /* one channel, or one per consumer replica */
     int n;
     bool hash;         /* split rows by key hash (else round-robin) */
+    int presplit;      /* > 0: n is 1 (a collector's channel), and rows are
+                          split by key for `node`'s presplit replicas ahead
+                          of it, each part tagged with its replica (dest) */
     bool dead;         /* the consumer stopped taking input */
     uint64_t rr;
     weir_node *node;   /* consumer (for the key columns) */
@@ -327,10 +330,70 @@ static int emit_into(run *r, emitter *e, weir_chan *ch, weir_batch *b)
     return rc;
 }
 
+/* Split b's rows by key hash of t->node's partition columns into np
+ * parts (t->parts, fresh batches from e's pool). Does not consume b. */
+static int split_by_key(run *r, emitter *e, target *t, const weir_batch *b, int np)
+{
+    int rc = target_keys(r, t, b);
+    weir_batch **part = t->parts;
+    for (uint32_t row = 0; rc == 0 && row < b->nrows; row++) {
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (size_t k = 0; k < t->node->npart; k++) {
+            size_t len;
+            const unsigned char *f = weir_batch_field(b, row, (uint32_t)t->key_idx[k], &len);
+            h = hash_bytes(f, len, h);
+        }
+        /* Range reduction by a multiply, not a division. */
+        int dst = (int)(((unsigned __int128)mix64(h) * (uint64_t)np) >> 64);
+        if (!part[dst]) {
+            rc = weir_pool_get(e->pool, &part[dst]);
+            if (rc == 0) rc = weir_batch_set_schema(part[dst], b->schema);
+            if (rc) break;
+            part[dst]->seq = b->seq;
+            part[dst]->origin = b->origin;
+            part[dst]->offset = b->offset;
+            part[dst]->line = b->line;
+        }
+        rc = weir_batch_copy_row(part[dst], b, row);
+    }
+    if (rc == WEIR_ENOMEM)
+        run_fail(r, rc, "stage '%s': out of memory splitting rows by key", t->node->label);
+    return rc;
+}
+
+/* Ahead of a collector: split b by key, send the parts in replica order,
+ * each tagged with its replica; the group's end (END_OF_GROUP) rides on
+ * the last. Consumes b. */
+static int target_presplit(run *r, emitter *e, target *t, weir_batch *b)
+{
+    int np = t->presplit;
+    int rc = split_by_key(r, e, t, b, np);
+    uint32_t end = b->flags & WEIR_BATCH_END_OF_GROUP;
+    weir_batch_release(b);
+    int last = -1;
+    for (int i = 0; i < np; i++)
+        if (t->parts[i]) last = i;
+    for (int i = 0; i < np; i++) {
+        weir_batch *p = t->parts[i];
+        t->parts[i] = NULL;
+        if (!p) continue;
+        p->dest = (uint32_t)i + 1;
+        if (i == last) p->flags |= end;
+        if (rc == 0) {
+            rc = emit_into(r, e, t->ch[0]->ch, p);
+            if (rc == 0) continue;
+        }
+        weir_batch_release(p);
+    }
+    if (rc == WEIR_ECLOSED) target_kill(t);
+    return rc;
+}
+
 /* Send one reference of b to one consumer. Consumes that reference. */
 static int target_send(run *r, emitter *e, target *t, weir_batch *b)
 {
     int rc;
+    if (t->presplit && b->nrows > 0) return target_presplit(r, e, t, b);
     if (t->n == 1) {
         rc = emit_into(r, e, t->ch[0]->ch, b);
     } else if (!t->hash) {
@@ -351,30 +414,20 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
             if (rc == WEIR_ECLOSED) target_kill(t);
             return rc;
         }
-        rc = target_keys(r, t, b);
-        weir_batch **part = t->parts;
-        int np = t->n;
-        for (uint32_t row = 0; rc == 0 && row < b->nrows; row++) {
-            uint64_t h = 0xcbf29ce484222325ull;
-            for (size_t k = 0; k < t->node->npart; k++) {
-                size_t len;
-                const unsigned char *f = weir_batch_field(b, row, (uint32_t)t->key_idx[k], &len);
-                h = hash_bytes(f, len, h);
-            }
-            /* Range reduction by a multiply, not a division. */
-            int dst = (int)(((unsigned __int128)mix64(h) * (uint64_t)np) >> 64);
-            if (!part[dst]) {
-                rc = weir_pool_get(e->pool, &part[dst]);
-                if (rc == 0) rc = weir_batch_set_schema(part[dst], b->schema);
-                if (rc) break;
-                part[dst]->seq = b->seq;
-            }
-            rc = weir_batch_copy_row(part[dst], b, row);
+        if (b->dest && b->dest <= (uint32_t)t->n && !weir_batch_shared(b)) {
+            /* Split ahead of the collector that sends it here. */
+            int i = (int)b->dest - 1;
+            b->dest = 0;
+            rc = emit_into(r, e, t->ch[i]->ch, b);
+            if (rc == WEIR_ECLOSED) target_kill(t);
+            return rc;
         }
+        int np = t->n;
+        rc = split_by_key(r, e, t, b, np);
         weir_batch_release(b);
         for (int i = 0; i < np; i++) {
-            weir_batch *p = part[i];
-            part[i] = NULL;
+            weir_batch *p = t->parts[i];
+            t->parts[i] = NULL;
             if (!p) continue;
             if (rc == 0) {
                 rc = emit_into(r, e, t->ch[i]->ch, p);
@@ -382,7 +435,6 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
             }
             weir_batch_release(p);
         }
-        if (rc == WEIR_ENOMEM) run_fail(r, rc, "stage '%s': out of memory splitting rows by key", t->node->label);
         if (rc == WEIR_ECLOSED) target_kill(t);
         return rc;
     }
@@ -973,6 +1025,30 @@ static int emitter_add(emitter *e, pchan **ch, int n, bool hash, weir_node *node
     return 0;
 }
 
+/* A replica's one channel to its collector, with its rows split by key
+ * for keyed (hash-split, nparts replicas) ahead of it: the split runs on
+ * every replica instead of on the collector's one thread. */
+static int emitter_add_presplit(emitter *e, pchan *ch, int nparts, weir_node *keyed)
+{
+    WEIR__TRY(emitter_add(e, &ch, 1, false, keyed));
+    target *t = &e->t[e->nt - 1];
+    if (!(t->parts = calloc((size_t)nparts, sizeof *t->parts))) return WEIR_ENOMEM;
+    t->presplit = nparts;
+    return 0;
+}
+
+/* Do x's replicas split their rows by key for x's consumer ahead of x's
+ * collector? When that collector has one consumer, hash-split, and passes
+ * batches on whole (not a sorted merge). */
+static bool presplit_for(const weir_node *x)
+{
+    if (x->replicas < 2 || x->out_kind != WEIR_KIND_ROWS || x->noutputs != 1 ||
+        (x->def->flags & WEIR_STAGE_SORTED_OUT))
+        return false;
+    const weir_node *y = x->outputs[0];
+    return y->replicas > 1 && y->npart > 0;
+}
+
 /* The collector x's replicas would have is an ordered one. */
 static bool ordered_collector(const weir_node *x)
 {
@@ -1166,10 +1242,13 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
         } else {
             WEIR__TRY(new_pchan(r, &c->in[0], R, true, cap * (size_t)R));
         }
+        bool pre = presplit_for(x);
         for (int q = 0; q < R; q++) {
             emitter *re;
             WEIR__TRY(new_emitter(r, &re, pool));
-            WEIR__TRY(emitter_add(re, &c->in[per_replica ? q : 0], 1, false, x));
+            pchan *to = c->in[per_replica ? q : 0];
+            if (pre) WEIR__TRY(emitter_add_presplit(re, to, x->outputs[0]->replicas, x->outputs[0]));
+            else WEIR__TRY(emitter_add(re, &to, 1, false, x));
             mine[q]->out = re;
             mine[q]->ordered_replica = c->ordered;
         }
@@ -1743,7 +1822,10 @@ size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
             sb_printf(&b, ", %d replicas, each feeding the same replica of %s", x->replicas,
                       x->outputs[0]->label);
         else if (x->replicas > 1)
-            sb_printf(&b, ", %d replicas, %s collector", x->replicas, collector_kind(x));
+            sb_printf(&b, ", %d replicas, %s collector%s%s", x->replicas, collector_kind(x),
+                      presplit_for(x) ? " (the replicas split rows by key for " : "",
+                      presplit_for(x) ? x->outputs[0]->label : "");
+        if (x->replicas > 1 && !chained && presplit_for(x)) sb_printf(&b, ")");
         if (split) sb_printf(&b, ", input cut by %s", x->def->splitter->name);
         sb_printf(&b, "\n");
         if (x->schema) {

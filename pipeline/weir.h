@@ -415,6 +415,8 @@ typedef struct weir_batch {
     weir_pool *pool;
     int refs;
     uint32_t row_open;    /* fields added to the row being built */
+    uint32_t dest;        /* runtime: 1 + the consumer replica a part split
+                             by key ahead of a collector goes to; 0: none */
 } weir_batch;
 
 #define WEIR_BATCH_END_OF_GROUP 0x1u /* runtime: last output for one input

@@ -1553,6 +1553,46 @@ GTEST(hash_partition_key_to_one_replica)
     destroy_graph(g);
 }
 
+/* After a replicated stage, its replicas split the rows by key ahead of
+ * its collector (which then only routes the parts): still every key on
+ * one replica, and each key's rows in source order. */
+GTEST(hash_partition_after_replicated_stage)
+{
+    weir_graph *g = mkgraph();
+    weir_node *src = rows_src(g, "src", 40, 75, 0);
+    seti(src, "mod", 50);
+    weir_node *up = add(g, &stopper_def, "up"); /* shuffles completion; never stops */
+    seti(up, "workers", 3);
+    seti(up, "at", -1);
+    weir_node *kd = add(g, &keyed_def, "kd");
+    seti(kd, "workers", 4);
+    const char *cols[] = {"key"};
+    cr_assert_eq(weir_node_partition(kd, cols, 1), 0);
+    weir_node *sink = capture(g, "sink", 0);
+    conn(g, src, up);
+    conn(g, up, kd);
+    conn(g, kd, sink);
+    char buf[4096];
+    weir_graph_describe(g, NULL, buf, sizeof buf);
+    cr_expect(strstr(buf, "the replicas split rows by key for kd") != NULL, "%s", buf);
+    run_ok(g, NULL);
+    expect_set(0, 0, 3000);
+    check_key_partition(3000, 50, 4);
+    int64_t last[50];
+    for (int k = 0; k < 50; k++) last[k] = -1;
+    for (size_t i = 0; i < G.nids[0]; i++) {
+        int64_t id = G.ids[0][i];
+        cr_assert_gt(id, last[id % 50], "key k%d: id %" PRId64 " after %" PRId64,
+                     (int)(id % 50), id, last[id % 50]);
+        last[id % 50] = id;
+    }
+    weir_node_stats c;
+    cr_assert_eq(weir_node_replica_stats(up, WEIR_STATS_COLLECTOR, &c), 0);
+    cr_expect_eq(c.rows_in, 3000);
+    cr_expect_eq(c.rows_out, 3000);
+    destroy_graph(g);
+}
+
 GTEST(hash_partition_replicated_sink)
 {
     weir_graph *g = mkgraph();
