@@ -270,6 +270,30 @@ int weir_batch_copy_row(weir_batch *dst, const weir_batch *src, uint32_t row)
     return 0;
 }
 
+int weir__batch_copy_cols(weir_batch *dst, const weir_batch *src, uint32_t row,
+                          const uint32_t *cols, uint32_t n)
+{
+    if (dst->ncols != n || dst->row_open || row >= src->nrows) return WEIR_EINVAL;
+    const weir_field *f = &src->fields[(size_t)row * src->ncols];
+    size_t total = 0;
+    for (uint32_t c = 0; c < n; c++) total += f[cols[c]].len;
+    if (dst->len + total > UINT32_MAX) return WEIR_ENOMEM; /* offsets are 32-bit */
+    size_t slot = (size_t)dst->nrows * n;
+    WEIR__TRY(grow((void **)&dst->fields, &dst->fields_cap, slot + n, sizeof *dst->fields));
+    WEIR__TRY(weir_batch_reserve(dst, total));
+    weir_field *d = &dst->fields[slot];
+    uint32_t at = (uint32_t)dst->len;
+    for (uint32_t c = 0; c < n; c++) {
+        const weir_field *s = &f[cols[c]];
+        if (s->len) memcpy(dst->data + at, src->data + s->off, s->len);
+        d[c] = (weir_field){at, s->len};
+        at += s->len;
+    }
+    dst->len = at;
+    dst->nrows++;
+    return 0;
+}
+
 /* ---- pools ---------------------------------------------------------------------------- */
 
 int weir_pool_create(weir_pool **out, weir_kind kind, size_t keep, size_t data_cap)

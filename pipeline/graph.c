@@ -97,6 +97,7 @@ static void node_free(weir_node *n)
     free(n->label);
     weir_schema_release(n->schema);
     free(n->rstats);
+    free(n->reads);
     free(n);
 }
 
@@ -494,6 +495,29 @@ int weir_graph_check(weir_graph *g, const weir_run_opts *opts)
     return rc;
 }
 
+int weir_stage_reads(weir_stage *s, const char *const *cols, size_t n)
+{
+    if (s->r || !s->node || (n && !cols)) return WEIR_EINVAL; /* plan time only */
+    weir_node *x = s->node;
+    const char **names = n ? calloc(n, sizeof *names) : NULL;
+    if (n && !names) return WEIR_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (!cols[i]) {
+            free(names);
+            return WEIR_EINVAL;
+        }
+        if (!(names[i] = weir__graph_strdup(x->g, cols[i]))) {
+            free(names);
+            return WEIR_ENOMEM;
+        }
+    }
+    free(x->reads);
+    x->reads = names;
+    x->nreads = n;
+    x->has_reads = true;
+    return 0;
+}
+
 void weir__plan_stage_init(weir_stage *s, weir_node *n)
 {
     *s = (weir_stage){.node = n, .nreplicas = n->replicas > 0 ? n->replicas : 1};
@@ -654,6 +678,10 @@ int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***ord
         }
         weir_schema_release(x->schema);
         x->schema = NULL;
+        free(x->reads);
+        x->reads = NULL;
+        x->nreads = 0;
+        x->has_reads = false;
         if (d->plan) {
             weir_stage ps;
             weir__plan_stage_init(&ps, x);

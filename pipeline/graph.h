@@ -91,6 +91,9 @@ struct weir_node {
     bool has_split;
     weir_node_stats col_stats;   /* the collector's, when has_col */
     bool has_col;
+    const char **reads;          /* weir_stage_reads(), when has_reads (the */
+    size_t nreads;               /* names live as long as the graph) */
+    bool has_reads;
 };
 
 struct weir_graph {

@@ -87,6 +87,12 @@ int weir__spin_limit(void);
 /* Number of online CPUs (cached). */
 int weir__ncpus(void);
 
+/* Append row `row` of src to dst with just the columns cols[0..n) (dst's
+ * schema has n columns): one reservation, a copy per field.
+ * @return 0, WEIR_EINVAL or WEIR_ENOMEM. */
+int weir__batch_copy_cols(weir_batch *dst, const weir_batch *src, uint32_t row,
+                          const uint32_t *cols, uint32_t n);
+
 /* ---- contexts ---------------------------------------------------------------- */
 
 /* A thread parked on an eventcount registers it with the context it waits

@@ -59,6 +59,11 @@ typedef struct target {
     const weir_schema *key_schema; /* schema the key indices belong to */
     int *key_idx;
     weir_batch **parts; /* hash: one batch being filled per replica */
+    /* The columns the consumer reads (weir_stage_reads), for the input
+     * schema proj_of: the parts carry just those. */
+    const weir_schema *proj_of;
+    weir_schema *proj;  /* NULL: every column */
+    uint32_t *proj_idx;
 } target;
 
 typedef struct emitter {
@@ -330,11 +335,34 @@ static int emit_into(run *r, emitter *e, weir_chan *ch, weir_batch *b)
     return rc;
 }
 
+/* The consumer's columns in b's schema (t->proj, NULL: all of them, or
+ * one it does not declare is missing). */
+static int target_proj(target *t, const weir_batch *b)
+{
+    const weir_node *y = t->node;
+    if (!y->has_reads || t->proj_of == b->schema) return 0;
+    weir_schema_release(t->proj);
+    t->proj = NULL;
+    t->proj_of = b->schema;
+    if (!b->schema || y->nreads >= b->ncols) return 0;
+    uint32_t *idx = realloc(t->proj_idx, (y->nreads ? y->nreads : 1) * sizeof *idx);
+    if (!idx) return WEIR_ENOMEM;
+    t->proj_idx = idx;
+    for (size_t k = 0; k < y->nreads; k++) {
+        int c = weir_schema_find(b->schema, y->reads[k]);
+        if (c < 0) return 0; /* the stage will say so itself */
+        idx[k] = (uint32_t)c;
+    }
+    return weir_schema_create(&t->proj, y->reads, y->nreads);
+}
+
 /* Split b's rows by key hash of t->node's partition columns into np
- * parts (t->parts, fresh batches from e's pool). Does not consume b. */
+ * parts (t->parts, fresh batches from e's pool), each with just the
+ * columns the consumer reads. Does not consume b. */
 static int split_by_key(run *r, emitter *e, target *t, const weir_batch *b, int np)
 {
     int rc = target_keys(r, t, b);
+    if (rc == 0) rc = target_proj(t, b);
     weir_batch **part = t->parts;
     for (uint32_t row = 0; rc == 0 && row < b->nrows; row++) {
         uint64_t h = 0xcbf29ce484222325ull;
@@ -347,14 +375,15 @@ static int split_by_key(run *r, emitter *e, target *t, const weir_batch *b, int 
         int dst = (int)(((unsigned __int128)mix64(h) * (uint64_t)np) >> 64);
         if (!part[dst]) {
             rc = weir_pool_get(e->pool, &part[dst]);
-            if (rc == 0) rc = weir_batch_set_schema(part[dst], b->schema);
+            if (rc == 0) rc = weir_batch_set_schema(part[dst], t->proj ? t->proj : b->schema);
             if (rc) break;
             part[dst]->seq = b->seq;
             part[dst]->origin = b->origin;
             part[dst]->offset = b->offset;
             part[dst]->line = b->line;
         }
-        rc = weir_batch_copy_row(part[dst], b, row);
+        rc = t->proj ? weir__batch_copy_cols(part[dst], b, row, t->proj_idx, part[dst]->ncols)
+                     : weir_batch_copy_row(part[dst], b, row);
     }
     if (rc == WEIR_ENOMEM)
         run_fail(r, rc, "stage '%s': out of memory splitting rows by key", t->node->label);
@@ -1318,6 +1347,8 @@ static void teardown(run *r, weir_node **order, size_t n, ports *pt)
             free(r->emitters[i]->t[k].ch);
             free(r->emitters[i]->t[k].key_idx);
             free(r->emitters[i]->t[k].parts);
+            free(r->emitters[i]->t[k].proj_idx);
+            weir_schema_release(r->emitters[i]->t[k].proj);
         }
         free(r->emitters[i]->t);
         free(r->emitters[i]);

@@ -787,6 +787,14 @@ WEIR_API const char *weir_stage_tmpdir(const weir_stage *s);
 /* Report how far the stage is (e.g. input bytes read of the total), for
  * live progress displays. Cheap (two relaxed stores); call per batch. */
 WEIR_API void weir_stage_progress(weir_stage *s, uint64_t done, uint64_t total);
+/* From plan(): the input columns the stage reads, by name. The runtime
+ * may then hand it row batches holding just those columns, in that order
+ * (a split by key copies only them); a stage that declares nothing gets
+ * every column. A stage that reads columns by name from each batch's
+ * schema (weir_schema_find) needs nothing else. Replaces an earlier
+ * declaration. @return 0, WEIR_EINVAL (not from plan(), or a NULL
+ * name), or WEIR_ENOMEM. */
+WEIR_API int weir_stage_reads(weir_stage *s, const char *const *cols, size_t n);
 /* Report time the stage spent blocked on its own waiting for downstream
  * to take more (a splitter holding back until its replicas catch up), as
  * weir_now_ns() readings: it then counts as waiting to send (and shows in

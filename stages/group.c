@@ -354,6 +354,20 @@ static int group_plan(weir_stage *s, const weir_schema *in, weir_schema **out)
         rc = group_resolve(s, st, in);
         if (rc == 0) *out = weir_schema_retain(st->out_schema);
     }
+    if (rc == 0) {
+        /* It reads only its keys and its aggregates' columns: a split by
+         * key (workers=N) copies just those. */
+        const char **cols = malloc((st->nby + st->nagg + 1) * sizeof *cols);
+        size_t n = 0;
+        for (size_t k = 0; cols && k < st->nby + st->nagg; k++) {
+            const char *c = k < st->nby ? st->by[k] : st->aggs[k - st->nby].col;
+            bool seen = !c;
+            for (size_t j = 0; j < n && !seen; j++) seen = strcmp(cols[j], c) == 0;
+            if (!seen) cols[n++] = c;
+        }
+        rc = cols ? weir_stage_reads(s, cols, n) : WEIR_ENOMEM;
+        free(cols);
+    }
     group_free(st);
     return rc;
 }

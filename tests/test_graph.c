@@ -414,6 +414,50 @@ static const weir_stage_def keyed_def = {
     .process = jitter_process,
 };
 
+/* narrow_sink: keyed; reads only key (weir_stage_reads), checks that
+ * every row batch it gets holds it, and counts the batches that hold just
+ * that column. */
+static _Atomic int narrow_batches, wide_batches, narrow_rows, reads_at_run;
+
+static int narrow_plan(weir_stage *s, const weir_schema *in, weir_schema **out)
+{
+    (void)in;
+    (void)out;
+    const char *cols[] = {"key"};
+    return weir_stage_reads(s, cols, 1);
+}
+
+static int narrow_process(weir_stage *s, weir_batch *in)
+{
+    const char *cols[] = {"id"};
+    if (weir_stage_reads(s, cols, 1) == WEIR_EINVAL) reads_at_run = 1; /* plan time only */
+    if (in->nrows) {
+        int k = col_of(in, "key");
+        if (k < 0) {
+            weir_batch_release(in);
+            return weir_stage_errorf(s, WEIR_EDATA, "no key column");
+        }
+        if (in->ncols == 1) narrow_batches++;
+        else wide_batches++;
+        narrow_rows += (int)in->nrows;
+        record(s, in);
+    }
+    weir_batch_release(in);
+    return 0;
+}
+
+static const weir_stage_def narrow_sink_def = {
+    .abi = WEIR_ABI_VERSION,
+    .name = "narrow_sink",
+    .summary = "keyed sink that reads one column",
+    .args = (const weir_arg_def[]){{NULL, WEIR_ARG_INT, NULL, NULL}},
+    .in_kind = WEIR_KIND_ROWS,
+    .out_kind = WEIR_KIND_NONE,
+    .flags = WEIR_STAGE_PARALLEL | WEIR_STAGE_KEYED,
+    .plan = narrow_plan,
+    .process = narrow_process,
+};
+
 static int keyed_sink_process(weir_stage *s, weir_batch *in)
 {
     sleep_us((unsigned)(content_hash(in) % 1000));
@@ -1592,6 +1636,49 @@ GTEST(hash_partition_after_replicated_stage)
     cr_expect_eq(c.rows_out, 3000);
     destroy_graph(g);
 }
+
+/* A consumer that declares the columns it reads gets just those after a
+ * split by key (direct from a source, and from replicas ahead of their
+ * collector); without a split it gets the batches as they are. */
+static void check_narrow(int up_workers, int sink_workers)
+{
+    narrow_batches = wide_batches = narrow_rows = reads_at_run = 0;
+    weir_graph *g = mkgraph();
+    weir_node *src = rows_src(g, "src", 20, 50, 0);
+    seti(src, "mod", 30);
+    weir_node *from = src;
+    if (up_workers) {
+        weir_node *up = add(g, &stopper_def, "up");
+        seti(up, "workers", up_workers);
+        seti(up, "at", -1);
+        conn(g, src, up);
+        from = up;
+    }
+    weir_node *ns = add(g, &narrow_sink_def, "ns");
+    seti(ns, "workers", sink_workers);
+    const char *cols[] = {"key"};
+    cr_assert_eq(weir_node_partition(ns, cols, 1), 0);
+    conn(g, from, ns);
+    run_ok(g, NULL);
+    cr_expect_eq(narrow_rows, 1000);
+    cr_expect_eq(reads_at_run, 1, "weir_stage_reads is refused at run time");
+    if (sink_workers > 1) {
+        cr_expect_eq(wide_batches, 0, "%d batches with every column", (int)wide_batches);
+        for (int k = 0; k < 30; k++) { /* still one replica per key */
+            uint64_t m = G.key_mask[k];
+            cr_expect(m && !(m & (m - 1)), "key k%d on replicas 0x%" PRIx64, k, m);
+        }
+    } else {
+        cr_expect_eq(narrow_batches, 0, "no split, no projection");
+    }
+    destroy_graph(g);
+}
+
+GTEST(split_by_key_copies_only_read_columns) { check_narrow(0, 3); }
+
+GTEST(presplit_copies_only_read_columns) { check_narrow(2, 3); }
+
+GTEST(no_split_keeps_every_column) { check_narrow(0, 1); }
 
 GTEST(hash_partition_replicated_sink)
 {
