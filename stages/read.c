@@ -228,7 +228,9 @@ static int read_inflate(weir_stage *s, read_file *f, unsigned char *buf, size_t 
         f->fout += out.pos - before;
         f->in_pos = zin.pos;
         if (ret == 0) { /* a frame has ended */
-            unsigned long long want = ZSTD_getFrameContentSize(f->fhead, f->fhead_len);
+            unsigned long long want = stages_zstd_legacy(f->fhead, f->fhead_len)
+                                          ? ZSTD_CONTENTSIZE_UNKNOWN
+                                          : ZSTD_getFrameContentSize(f->fhead, f->fhead_len);
             if (want != ZSTD_CONTENTSIZE_UNKNOWN && want != ZSTD_CONTENTSIZE_ERROR &&
                 want != f->fout)
                 return read_fail(s, WEIR_EDATA,

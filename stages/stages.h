@@ -34,4 +34,17 @@ WEIR__STAGE(weir__stage_count);
 WEIR__STAGE(weir__stage_merge);
 WEIR__STAGE(weir__stage_concat);
 
+/* Does a legacy zstd frame start at p (a magic number of the formats
+ * before RFC 8878's, v0.1 to v0.7)? libzstd decodes those it was built to
+ * (Debian's: v0.5 on); their headers do not carry a content size in the
+ * form the checks of read() and unzstd() rely on, and unzstd() streams
+ * them rather than handing them to its replicas. */
+static inline bool stages_zstd_legacy(const unsigned char *p, size_t n)
+{
+    if (n < 4) return false;
+    uint32_t m = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                 (uint32_t)p[3] << 24;
+    return m >= UINT32_C(0xFD2FB51E) && m <= UINT32_C(0xFD2FB527);
+}
+
 #endif

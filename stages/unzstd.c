@@ -46,10 +46,6 @@
 /* The longest frame header (zstd format: magic, descriptor, window,
  * dictionary id, content size). */
 #define UNZSTD_HEADER_MAX 18
-/* The magic number of the oldest legacy format (v0.1); v0.2 to v0.7
- * follow it, up to ZSTD_MAGICNUMBER. libzstd decodes those it was built
- * to (Debian's: v0.5 on). */
-#define UNZSTD_LEGACY_FIRST UINT32_C(0xFD2FB51E)
 /* The largest frame content a replica decodes whole (its one batch). */
 #define UNZSTD_FRAME_MAX ((uint64_t)8 << 20)
 /* Compressed bytes held looking for a frame's end before the splitter
@@ -199,7 +195,10 @@ static int unz_stream(unz_split *st, bool at_end)
         st->fout += out.pos - before;
         st->last_ret = ret;
         if (ret == 0) { /* the frame has ended: back to whole frames */
-            unsigned long long want = ZSTD_getFrameContentSize(st->fhead, st->fhead_len);
+            unsigned long long want =
+                stages_zstd_legacy(st->fhead, st->fhead_len)
+                    ? ZSTD_CONTENTSIZE_UNKNOWN
+                    : ZSTD_getFrameContentSize(st->fhead, st->fhead_len);
             if (want != ZSTD_CONTENTSIZE_UNKNOWN && want != ZSTD_CONTENTSIZE_ERROR &&
                 want != st->fout) {
                 rc = unz_failf(st,
@@ -251,7 +250,7 @@ static int unz_cut(unz_split *st, bool at_end)
                                        (uint32_t)st->buf[2] << 16 | (uint32_t)st->buf[3] << 24;
         if (st->len >= 4 && m != ZSTD_MAGICNUMBER &&
             (m & ZSTD_MAGIC_SKIPPABLE_MASK) != ZSTD_MAGIC_SKIPPABLE_START &&
-            !(m >= UNZSTD_LEGACY_FIRST && m < ZSTD_MAGICNUMBER)) {
+            !stages_zstd_legacy(st->buf, st->len)) {
             /* libzstd's words, as read()'s streaming decoder gives them. */
             return unz_failf(st, "%s: corrupt zstd data at byte %" PRIu64 ": %s",
                              unzstd_shown(st->origin), st->buf_off,
@@ -273,8 +272,9 @@ static int unz_cut(unz_split *st, bool at_end)
                 break;
         }
         if (!whole || usize == ZSTD_CONTENTSIZE_UNKNOWN || usize == ZSTD_CONTENTSIZE_ERROR ||
-            usize > UNZSTD_FRAME_MAX) {
-            /* Damaged, cut short, too big, or of unknown size: decode it here. */
+            usize > UNZSTD_FRAME_MAX || stages_zstd_legacy(st->buf, st->len)) {
+            /* Damaged, cut short, too big, of unknown size, or legacy:
+             * decode it here. */
             ZSTD_DCtx_reset(st->dctx, ZSTD_reset_session_only);
             st->streaming = true;
             st->last_ret = 1;
