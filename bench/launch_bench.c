@@ -9,12 +9,17 @@
  * the same small graph many times with each launcher, interleaved, and
  * prints runs/s and the ratio; then one long run each, to show that the
  * launcher does not change steady-state throughput.
+ *
+ *   launch_bench [RUNS [CHANNEL_CAPACITY]]
  */
 #include <weir.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Batches per channel (argv[2]; 0: the runtime's default). */
+static size_t chan_cap;
 
 static int src_process(weir_stage *s, weir_batch *in)
 {
@@ -88,7 +93,7 @@ static weir_graph *make_graph(long batches)
 
 static double run_many(weir_graph *g, int launcher, int runs)
 {
-    weir_run_opts o = {.launcher = launcher};
+    weir_run_opts o = {.launcher = launcher, .chan_capacity = chan_cap};
     uint64_t t0 = weir_now_ns();
     for (int i = 0; i < runs; i++) {
         if (weir_graph_run(g, NULL, &o)) {
@@ -108,6 +113,7 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     int runs = argc > 1 ? atoi(argv[1]) : 500;
+    chan_cap = argc > 2 ? (size_t)atoi(argv[2]) : 0;
     int reps = 5;
     weir_graph *small = make_graph(16);
     weir_graph *big = make_graph(200000);

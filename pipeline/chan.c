@@ -377,6 +377,20 @@ static inline bool can_recv(weir_chan *c)
     return t != h;
 }
 
+int weir__chan_wait_below(weir_chan *c, size_t n, weir_ctx *ctx)
+{
+    for (;;) {
+        if (atomic_load_explicit(&c->closed, memory_order_acquire)) return WEIR_ECLOSED;
+        if (weir_chan_len(c) < n) return 0;
+        if (ctx && weir_ctx_done(ctx)) return weir_ctx_err(ctx);
+        uint32_t key = weir__ec_prepare(&c->not_full);
+        chan_before_park(c);
+        if (atomic_load_explicit(&c->closed, memory_order_acquire)) return WEIR_ECLOSED;
+        if (weir_chan_len(c) < n) return 0;
+        weir__park(&c->not_full, key, ctx, UINT64_MAX);
+    }
+}
+
 long weir_chan_send_many(weir_chan *c, void *const *items, size_t n,
                          weir_ctx *ctx)
 {

@@ -121,7 +121,10 @@ void weir__graph_errorf(weir_graph *g, const char *fmt, ...)
 int weir__graph_validate(weir_graph *g, const weir_run_opts *o, weir_node ***order);
 
 /* Batches per channel when weir_run_opts.chan_capacity is 0. */
-#define WEIR__CHAN_CAPACITY 2
+#define WEIR__CHAN_CAPACITY 16
+/* Once the batches queued in a channel hold this much, a sender waits
+ * until fewer than two are queued (run.c, emit_into). */
+#define WEIR__CHAN_BYTES ((size_t)2 << 20)
 
 /* Does x feed its one consumer replica by replica (x's k-th replica
  * straight into the consumer's k-th, no collector or distributor between)?

@@ -87,6 +87,10 @@ int weir__spin_limit(void);
 /* Number of online CPUs (cached). */
 int weir__ncpus(void);
 
+/* Block until c holds fewer than n items (every receive wakes it to look).
+ * @return 0, WEIR_ECLOSED, or the context's error. */
+int weir__chan_wait_below(weir_chan *c, size_t n, weir_ctx *ctx);
+
 /* Append row `row` of src to dst with just the columns cols[0..n) (dst's
  * schema has n columns): one reservation, a copy per field.
  * @return 0, WEIR_EINVAL or WEIR_ENOMEM. */

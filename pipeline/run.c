@@ -44,6 +44,7 @@
 typedef struct pchan {
     weir_chan *ch;
     _Atomic int producers;
+    _Atomic size_t bytes; /* what the batches queued in it hold (batch_bytes) */
 } pchan;
 
 typedef struct target {
@@ -322,16 +323,48 @@ static void target_kill(target *t)
     for (int i = 0; i < t->n; i++) weir_chan_close(t->ch[i]->ch);
 }
 
-/* Send b into ch, counting only the time it waits for room as blocked:
- * splitting rows by key, or anything else an emitter does, is work. */
-static int emit_into(run *r, emitter *e, weir_chan *ch, weir_batch *b)
+/* The memory a batch holds, for a channel's byte bound: its arena and its
+ * field slices as allocated (a batch from a pool keeps what it grew to). */
+static size_t batch_bytes(const weir_batch *b)
 {
-    int rc = weir_chan_try_send(ch, b);
-    if (rc != WEIR_EAGAIN) return rc;
-    if (r->o->no_timing) return weir_chan_send(ch, b, r->ctx);
-    uint64_t t0 = weir_now_ns();
-    rc = weir_chan_send(ch, b, r->ctx);
-    e->blocked_ns += weir_now_ns() - t0;
+    return b->cap + b->fields_cap * sizeof(weir_field);
+}
+
+/* A receiver took b from p. */
+static inline void pchan_took(pchan *p, const weir_batch *b)
+{
+    atomic_fetch_sub_explicit(&p->bytes, batch_bytes(b), memory_order_relaxed);
+}
+
+/* Send b into p, counting only the time it waits for room as blocked:
+ * splitting rows by key, or anything else an emitter does, is work. A
+ * channel holds up to its capacity in batches, but once what is queued
+ * holds WEIR__CHAN_BYTES or more, a sender waits until fewer than two
+ * batches are queued: big batches are double-buffered, small ones get the
+ * whole capacity. */
+static int emit_into(run *r, emitter *e, pchan *p, weir_batch *b)
+{
+    weir_chan *ch = p->ch;
+    size_t sz = batch_bytes(b);
+    uint64_t t0 = 0;
+    int rc = 0;
+    if (atomic_load_explicit(&p->bytes, memory_order_relaxed) >= WEIR__CHAN_BYTES &&
+        weir_chan_len(ch) >= 2) {
+        if (!r->o->no_timing) t0 = weir_now_ns();
+        rc = weir__chan_wait_below(ch, 2, r->ctx);
+        if (rc) {
+            if (t0) e->blocked_ns += weir_now_ns() - t0;
+            return rc;
+        }
+    }
+    atomic_fetch_add_explicit(&p->bytes, sz, memory_order_relaxed);
+    rc = weir_chan_try_send(ch, b);
+    if (rc == WEIR_EAGAIN) {
+        if (!t0 && !r->o->no_timing) t0 = weir_now_ns();
+        rc = weir_chan_send(ch, b, r->ctx);
+    }
+    if (t0) e->blocked_ns += weir_now_ns() - t0;
+    if (rc) atomic_fetch_sub_explicit(&p->bytes, sz, memory_order_relaxed);
     return rc;
 }
 
@@ -409,7 +442,7 @@ static int target_presplit(run *r, emitter *e, target *t, weir_batch *b)
         p->dest = (uint32_t)i + 1;
         if (i == last) p->flags |= end;
         if (rc == 0) {
-            rc = emit_into(r, e, t->ch[0]->ch, p);
+            rc = emit_into(r, e, t->ch[0], p);
             if (rc == 0) continue;
         }
         weir_batch_release(p);
@@ -424,9 +457,9 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
     int rc;
     if (t->presplit && b->nrows > 0) return target_presplit(r, e, t, b);
     if (t->n == 1) {
-        rc = emit_into(r, e, t->ch[0]->ch, b);
+        rc = emit_into(r, e, t->ch[0], b);
     } else if (!t->hash) {
-        rc = emit_into(r, e, t->ch[t->rr++ % (uint64_t)t->n]->ch, b);
+        rc = emit_into(r, e, t->ch[t->rr++ % (uint64_t)t->n], b);
     } else {
         /* Split the rows among the replicas by key hash. */
         if (b->nrows == 0) {
@@ -436,7 +469,7 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
             if (t->n > 1) __atomic_fetch_add(&b->refs, t->n - 1, __ATOMIC_RELAXED);
             rc = 0;
             for (int i = 0; i < t->n; i++) {
-                int src = rc ? rc : emit_into(r, e, t->ch[i]->ch, b);
+                int src = rc ? rc : emit_into(r, e, t->ch[i], b);
                 if (src) weir_batch_release(b);
                 rc = src;
             }
@@ -447,7 +480,7 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
             /* Split ahead of the collector that sends it here. */
             int i = (int)b->dest - 1;
             b->dest = 0;
-            rc = emit_into(r, e, t->ch[i]->ch, b);
+            rc = emit_into(r, e, t->ch[i], b);
             if (rc == WEIR_ECLOSED) target_kill(t);
             return rc;
         }
@@ -459,7 +492,7 @@ static int target_send(run *r, emitter *e, target *t, weir_batch *b)
             t->parts[i] = NULL;
             if (!p) continue;
             if (rc == 0) {
-                rc = emit_into(r, e, t->ch[i]->ch, p);
+                rc = emit_into(r, e, t->ch[i], p);
                 if (rc == 0) continue;
             }
             weir_batch_release(p);
@@ -737,6 +770,7 @@ static int instance_loop(weir_stage *s)
             note_wait(s, &s->st.wait_in_ns, WEIR__SPAN_WAIT_IN, t0, now_if(s));
             if (n == WEIR_ECLOSED) break;
             if (n < 0) return (int)n;
+            for (long i = 0; i < n; i++) pchan_took(s->in[port], items[i]);
             for (long i = 0; i < n; i++) {
                 int rc = process_one(s, items[i]);
                 if (rc) {
@@ -807,6 +841,7 @@ static int collector_recv(collector *c, pchan *p, void **item)
     note_wait(sh, &sh->st.wait_in_ns, WEIR__SPAN_WAIT_IN, t0, now_if(sh));
     if (rc == 0) {
         const weir_batch *b = *item;
+        pchan_took(p, b);
         WEIR__CNT_ADD(sh->st.batches_in, 1);
         WEIR__CNT_ADD(sh->st.rows_in, b->nrows);
         WEIR__CNT_ADD(sh->st.bytes_in, b->len);
@@ -921,6 +956,7 @@ static int collector_loop(collector *c)
             if (n < 0) return (int)n;
             for (long i = 0; i < n; i++) {
                 const weir_batch *b = items[i];
+                pchan_took(c->in[0], b);
                 WEIR__CNT_ADD(sh->st.batches_in, 1);
                 WEIR__CNT_ADD(sh->st.rows_in, b->nrows);
                 WEIR__CNT_ADD(sh->st.bytes_in, b->len);
@@ -1789,10 +1825,17 @@ static double est_line(sbuf *m, const weir_node *x, const char *where, size_t n,
     char wbuf[160];
     sbuf what = {wbuf, sizeof wbuf, 0};
     double per = est_batch(x, &what);
-    double total = per * (double)n * (double)cap;
+    /* A channel fills to its capacity, or (emit_into) to WEIR__CHAN_BYTES
+     * and one batch more, but always takes two. */
+    double one = per * (double)cap, bound = (double)WEIR__CHAN_BYTES + per;
+    if (bound < 2 * per) bound = 2 * per;
+    if (one > bound) one = bound;
+    double total = one * (double)n;
     sb_printf(m, "    %s", x->label);
     if (x->pos.file) sb_printf(m, " (%s:%u:%u)", x->pos.file, x->pos.line, x->pos.col);
-    sb_printf(m, "%s: %zu x %zu batches of %s: ", where, n, cap, wbuf);
+    sb_printf(m, "%s: %zu x ", where, n);
+    sb_size(m, one);
+    sb_printf(m, " (%s): ", wbuf);
     sb_size(m, total);
     sb_printf(m, "\n");
     return total;
@@ -1895,8 +1938,10 @@ size_t weir_graph_describe(weir_graph *g, const weir_run_opts *opts, char *buf,
         sb_size(&b, mem);
         sb_printf(&b, "\n%s", mbuf);
         sb_printf(&b, "    (an estimate: a bytes batch holds up to 1 MiB, a rows batch up to %d\n"
-                      "    rows at ~24 B a field; batches inside stages and in pools come on top)\n",
-                  EST_ROWS);
+                      "    rows at ~24 B a field; a channel holds its capacity in batches, or\n"
+                      "    %zu MiB and one batch more, at least two; batches inside stages and\n"
+                      "    in pools come on top)\n",
+                  EST_ROWS, WEIR__CHAN_BYTES >> 20);
     }
     free(mbuf);
     free(order);

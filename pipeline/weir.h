@@ -912,7 +912,9 @@ WEIR_API int weir_graph_connect(weir_graph *g, weir_node *from, weir_node *to);
 
 /* Run options; zero-initialise, then set what you need. */
 typedef struct weir_run_opts {
-    size_t chan_capacity; /* batches per edge channel; 0: 2 */
+    size_t chan_capacity; /* batches per edge channel; 0: 16 (a graph
+                             channel also stops taking more once what it
+                             holds reaches 2 MiB and two batches) */
     int max_workers;      /* replicas for workers=auto (the default of
                              parallel stages); 0: the CPUs the process
                              may use (its affinity mask). An

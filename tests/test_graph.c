@@ -1680,6 +1680,97 @@ GTEST(presplit_copies_only_read_columns) { check_narrow(2, 3); }
 
 GTEST(no_split_keeps_every_column) { check_narrow(0, 1); }
 
+/* ---- channels bounded by memory as well as by count ---------------------- */
+
+static const weir_node *fill_sink_node;
+static _Atomic uint64_t fill_max_queued;
+
+static int fill_src_process(weir_stage *s, weir_batch *in)
+{
+    (void)in;
+    int64_t *left = weir_stage_state(s);
+    if (!left) {
+        if (!(left = malloc(sizeof *left))) return WEIR_ENOMEM;
+        *left = weir_stage_arg_int(s, "batches");
+        weir_stage_set_state(s, left);
+    }
+    if ((*left)-- <= 0) return WEIR_DONE;
+    weir_batch *b;
+    size_t size = (size_t)weir_stage_arg_int(s, "size");
+    int rc = weir_stage_batch(s, &b);
+    if (rc == 0 && (rc = weir_batch_reserve(b, size)) == 0) {
+        memset(b->data, 'x', size);
+        b->len = size;
+    }
+    if (rc) {
+        weir_batch_release(b);
+        return rc;
+    }
+    rc = weir_stage_emit(s, b);
+    weir_node_stats st;
+    weir_node_get_stats(fill_sink_node, &st); /* live: what waits in its channel */
+    if (st.queued > fill_max_queued) fill_max_queued = st.queued;
+    return rc;
+}
+
+static void fill_src_close(weir_stage *s) { free(weir_stage_state(s)); }
+
+static const weir_stage_def fill_src_def = {
+    .abi = WEIR_ABI_VERSION,
+    .name = "fill_src",
+    .summary = "batches of `size` bytes; notes the most its consumer had queued",
+    .args = (const weir_arg_def[]){{"batches", WEIR_ARG_INT, "40", "batches"},
+                                   {"size", WEIR_ARG_INT, "4096", "bytes a batch"},
+                                   {NULL, WEIR_ARG_INT, NULL, NULL}},
+    .in_kind = WEIR_KIND_NONE,
+    .out_kind = WEIR_KIND_BYTES,
+    .process = fill_src_process,
+    .close = fill_src_close,
+};
+
+static int slow_sink_process(weir_stage *s, weir_batch *in)
+{
+    (void)s;
+    sleep_us(2000);
+    weir_batch_release(in);
+    return 0;
+}
+
+static const weir_stage_def slow_sink_def = {
+    .abi = WEIR_ABI_VERSION,
+    .name = "slow_sink",
+    .summary = "2 ms a batch",
+    .args = (const weir_arg_def[]){{NULL, WEIR_ARG_INT, NULL, NULL}},
+    .in_kind = WEIR_KIND_BYTES,
+    .out_kind = WEIR_KIND_NONE,
+    .process = slow_sink_process,
+};
+
+static uint64_t max_queued_for(int64_t size)
+{
+    fill_max_queued = 0;
+    weir_graph *g = mkgraph();
+    weir_node *src = add(g, &fill_src_def, "src");
+    seti(src, "size", size);
+    weir_node *sink = add(g, &slow_sink_def, "sink");
+    fill_sink_node = sink;
+    conn(g, src, sink);
+    run_ok(g, NULL);
+    destroy_graph(g);
+    return fill_max_queued;
+}
+
+/* Small batches fill the channel's 16 slots; 1 MiB ones stop at about two
+ * (2 MiB queued), so memory stays bounded whatever the batch size. */
+GTEST(channel_bounded_by_memory_and_count)
+{
+    uint64_t small = max_queued_for(4096), big = max_queued_for(1 << 20);
+    cr_expect_geq(small, 8, "4 KiB batches: at most %" PRIu64 " queued", small);
+    cr_log_info("most queued: %" PRIu64 " of 4 KiB, %" PRIu64 " of 1 MiB", small, big);
+    cr_expect_leq(small, 16);
+    cr_expect_leq(big, 3, "1 MiB batches: %" PRIu64 " queued", big);
+}
+
 GTEST(hash_partition_replicated_sink)
 {
     weir_graph *g = mkgraph();

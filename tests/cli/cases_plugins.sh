@@ -50,7 +50,7 @@ t plugin_stages_page_source 0 '$WEIR --plugin "$PLUG/collatz.so" stages numbers'
 check plugin_explain_replicas '
     $WEIR --plugin "$PLUG/shout.so" explain -e "read(\"$DATA/kv.csv\") | shout(workers=3) | write(\"o.csv\")" >out &&
     grep -qx "shout (<expr>:1:26): bytes -> bytes, 3 replicas, ordered collector" out &&
-    grep -qx "    -> shout: round-robin, 3 channels of 2 batches" out'
+    grep -qx "    -> shout: round-robin, 3 channels of 16 batches" out'
 check plugin_explain_columns '
     $WEIR --plugin "$PLUG/collatz.so" explain --threads 2 -e "numbers(count=5) | collatz(n, as=len, workers=2) | write(\"o.csv\")" >out &&
     grep -qx "numbers (<expr>:1:1): none -> rows" out &&
