@@ -903,6 +903,12 @@ static void conn(weir_graph *g, weir_node *a, weir_node *b)
     cr_assert_eq(rc, 0, "connect: %s (%s)", weir_errname(rc), weir_graph_errmsg(g));
 }
 
+/* Connect nodes[0] -> nodes[1] -> ... -> nodes[n-1]. */
+static void conn_line(weir_graph *g, weir_node *const *nodes, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) conn(g, nodes[i], nodes[i + 1]);
+}
+
 static void seti(weir_node *n, const char *arg, int64_t v)
 {
     int rc = weir_node_set_int(n, arg, v);
@@ -1251,10 +1257,7 @@ static void check_chain(bool chain)
     seti(var, "workers", 3);
     seti(jit2, "workers", 3);
     weir_node *sink = capture(g, "sink", 0);
-    conn(g, src, jit);
-    conn(g, jit, var);
-    conn(g, var, jit2);
-    conn(g, jit2, sink);
+    conn_line(g, (weir_node *[]){src, jit, var, jit2, sink}, 5);
     weir_run_opts o = {.chan_capacity = 2};
     cr_expect_eq(described_chained(g, "vary"), chain);
     cr_expect_eq(described_chained(g, "jit2"), chain);
@@ -1289,9 +1292,7 @@ GTEST(chained_after_stage_with_finish_output)
     seti(t, "workers", 4);
     seti(jit, "workers", 4);
     weir_node *sink = capture(g, "sink", 0);
-    conn(g, src, t);
-    conn(g, t, jit);
-    conn(g, jit, sink);
+    conn_line(g, (weir_node *[]){src, t, jit, sink}, 4);
     cr_expect(described_chained(g, "jit"));
     run_ok(g, NULL);
     cr_assert_eq(G.rows[0], 600 + 4);
@@ -1316,9 +1317,7 @@ GTEST(not_chained_when_both_have_finish_output)
     seti(a, "workers", 2);
     seti(b, "workers", 2);
     weir_node *sink = capture(g, "sink", 0);
-    conn(g, src, a);
-    conn(g, a, b);
-    conn(g, b, sink);
+    conn_line(g, (weir_node *[]){src, a, b, sink}, 4);
     cr_expect(!described_chained(g, "t2"));
     run_ok(g, NULL);
     cr_expect_eq(G.rows[0], 200 + 2 + 2);
@@ -1336,9 +1335,7 @@ GTEST(chained_early_done_gives_prefix)
     seti(st, "workers", 4);
     seti(st, "at", 555);
     weir_node *sink = capture(g, "sink", 0);
-    conn(g, src, jit);
-    conn(g, jit, st);
-    conn(g, st, sink);
+    conn_line(g, (weir_node *[]){src, jit, st, sink}, 4);
     cr_expect(described_chained(g, "stopper"));
     run_ok(g, NULL);
     cr_assert_geq(G.rows[0], 560);
@@ -1359,9 +1356,7 @@ GTEST(chained_error_is_reported)
     seti(f, "workers", 3);
     seti(f, "at", 1234);
     weir_node *sink = capture(g, "sink", 0);
-    conn(g, src, jit);
-    conn(g, jit, f);
-    conn(g, f, sink);
+    conn_line(g, (weir_node *[]){src, jit, f, sink}, 4);
     cr_expect(described_chained(g, "checker"));
     int rc = weir_graph_run(g, NULL, NULL);
     const char *msg = weir_graph_errmsg(g);
@@ -1613,9 +1608,7 @@ GTEST(hash_partition_after_replicated_stage)
     const char *cols[] = {"key"};
     cr_assert_eq(weir_node_partition(kd, cols, 1), 0);
     weir_node *sink = capture(g, "sink", 0);
-    conn(g, src, up);
-    conn(g, up, kd);
-    conn(g, kd, sink);
+    conn_line(g, (weir_node *[]){src, up, kd, sink}, 4);
     char buf[4096];
     weir_graph_describe(g, NULL, buf, sizeof buf);
     cr_expect(strstr(buf, "the replicas split rows by key for kd") != NULL, "%s", buf);
