@@ -547,6 +547,13 @@ static bool batch_empty(const weir_batch *b)
     return b->kind == WEIR_KIND_ROWS ? b->nrows == 0 : b->len == 0;
 }
 
+static void count_in(weir_stage *s, const weir_batch *b)
+{
+    WEIR__CNT_ADD(s->st.batches_in, 1);
+    WEIR__CNT_ADD(s->st.rows_in, b->nrows);
+    WEIR__CNT_ADD(s->st.bytes_in, b->len);
+}
+
 static void count_out(weir_stage *s, const weir_batch *b)
 {
     WEIR__CNT_ADD(s->st.batches_out, 1);
@@ -716,9 +723,7 @@ static int process_chained(weir_stage *s, weir_batch *b)
     if (batch_empty(b) && !(b->kind == WEIR_KIND_ROWS && b->schema)) {
         weir_batch_release(b); /* a marker */
     } else {
-        WEIR__CNT_ADD(s->st.batches_in, 1);
-        WEIR__CNT_ADD(s->st.rows_in, b->nrows);
-        WEIR__CNT_ADD(s->st.bytes_in, b->len);
+        count_in(s, b);
         rc = TIMED_CALL(s, s->def->process(s, b));
     }
     if (s->after_final) return rc;
@@ -735,9 +740,7 @@ static int process_chained(weir_stage *s, weir_batch *b)
 static int process_one(weir_stage *s, weir_batch *b)
 {
     if (s->chained_in) return process_chained(s, b);
-    WEIR__CNT_ADD(s->st.batches_in, 1);
-    WEIR__CNT_ADD(s->st.rows_in, b->nrows);
-    WEIR__CNT_ADD(s->st.bytes_in, b->len);
+    count_in(s, b);
     int rc = TIMED_CALL(s, s->def->process(s, b));
     if (s->ordered_replica) {
         if (rc == 0 || rc == WEIR_DONE) {
@@ -819,9 +822,7 @@ static void instance_main(weir_stage *s)
 static int collector_send(collector *c, weir_batch *b)
 {
     weir_stage *sh = c->sh;
-    WEIR__CNT_ADD(sh->st.batches_out, 1);
-    WEIR__CNT_ADD(sh->st.rows_out, b->nrows);
-    WEIR__CNT_ADD(sh->st.bytes_out, b->len);
+    count_out(sh, b);
     uint64_t w0 = c->out->blocked_ns;
     int rc = emitter_send(c->r, c->out, b);
     uint64_t w = c->out->blocked_ns - w0;
@@ -842,9 +843,7 @@ static int collector_recv(collector *c, pchan *p, void **item)
     if (rc == 0) {
         const weir_batch *b = *item;
         pchan_took(p, b);
-        WEIR__CNT_ADD(sh->st.batches_in, 1);
-        WEIR__CNT_ADD(sh->st.rows_in, b->nrows);
-        WEIR__CNT_ADD(sh->st.bytes_in, b->len);
+        count_in(sh, b);
     }
     return rc;
 }
@@ -957,9 +956,7 @@ static int collector_loop(collector *c)
             for (long i = 0; i < n; i++) {
                 const weir_batch *b = items[i];
                 pchan_took(c->in[0], b);
-                WEIR__CNT_ADD(sh->st.batches_in, 1);
-                WEIR__CNT_ADD(sh->st.rows_in, b->nrows);
-                WEIR__CNT_ADD(sh->st.bytes_in, b->len);
+                count_in(sh, b);
                 int rc = collector_forward(c, items[i]);
                 if (rc) {
                     for (long k = i + 1; k < n; k++) weir_batch_release(items[k]);
@@ -1290,13 +1287,11 @@ static int build(run *r, weir_node **order, size_t n, ports *pt)
             if (!(c->sh->track = calloc(1, sizeof *c->sh->track))) return WEIR_ENOMEM;
             snprintf(c->sh->track->name, sizeof c->sh->track->name, "%s (collect)", x->label);
         }
-        bool hashed_in = x->npart > 0;
         c->r = r;
         c->node = x;
         c->out = out;
         c->sorted = x->def->flags & WEIR_STAGE_SORTED_OUT;
-        c->ordered = !c->sorted && x->ordered && !hashed_in &&
-                     !(x->def->flags & WEIR_STAGE_MULTI_IN);
+        c->ordered = ordered_collector(x);
         bool per_replica = c->ordered || c->sorted;
         c->nin = per_replica ? R : 1;
         c->in = calloc((size_t)c->nin, sizeof *c->in);
@@ -1778,7 +1773,7 @@ static void sb_schema(sbuf *b, const weir_schema *s)
 static const char *collector_kind(const weir_node *x)
 {
     if (x->def->flags & WEIR_STAGE_SORTED_OUT) return "sorted-merge";
-    if (x->ordered && !x->npart && !(x->def->flags & WEIR_STAGE_MULTI_IN)) return "ordered";
+    if (ordered_collector(x)) return "ordered";
     return "unordered";
 }
 

@@ -792,8 +792,9 @@ WEIR_API void weir_stage_progress(weir_stage *s, uint64_t done, uint64_t total);
  * (a split by key copies only them); a stage that declares nothing gets
  * every column. A stage that reads columns by name from each batch's
  * schema (weir_schema_find) needs nothing else. Replaces an earlier
- * declaration. @return 0, WEIR_EINVAL (not from plan(), or a NULL
- * name), or WEIR_ENOMEM. */
+ * declaration. The names are copied (the caller keeps cols); never
+ * blocks. @return 0, WEIR_EINVAL (not from plan(), or a NULL name), or
+ * WEIR_ENOMEM. */
 WEIR_API int weir_stage_reads(weir_stage *s, const char *const *cols, size_t n);
 /* Report time the stage spent blocked on its own waiting for downstream
  * to take more (a splitter holding back until its replicas catch up), as
